@@ -1,0 +1,42 @@
+# robustmsa: `make study` runs the QA-MoE search embedded; `make test` runs the suite.
+# Both install the project into .venv first when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+STUDY_ARGS ?=
+
+.PHONY: help install study test test-unit lint format clean-study
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project editable with its test extras (idempotent)
+
+# Re-runs only when the project's dependency files change. torch stays pinned to the CPU wheel on
+# disk by constraints.txt: a bare `torch` would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[test]"
+	touch $(STAMP)
+
+study: $(STAMP)  ## run the QA-MoE search embedded (local Ray, sqlite MLflow in this folder)
+	$(PY) studies/qa_moe_search.py $(STUDY_ARGS)
+
+test: $(STAMP)  ## run the unit and integration tests
+	$(PY) -m pytest
+
+test-unit: $(STAMP)  ## run the unit tests only (no Ray head, no MLflow server)
+	$(PY) -m pytest -m "not integration"
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean-study:  ## remove the embedded study outputs (MLflow store, artifacts, Ray results, data)
+	rm -rf mlruns.db mlartifacts .robustmsa

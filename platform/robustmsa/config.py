@@ -1,0 +1,377 @@
+"""The one study config: typed, strict, loaded from YAML plus ``--set key.path=value`` overrides.
+
+``load(path, overrides)`` returns a `StudyConfig`. Unknown keys, wrong types and bad values fail
+with a `ConfigError` whose message starts with the key path (``training.lr: expected float,
+got 'fast'``). ``model.params`` is validated against the config class of the model named by
+``model.name`` in the `MODELS` registry, with the same rules.
+
+Types accepted from YAML: ``int`` (not bool), ``float`` (ints, and strings such as ``1e-3`` that
+YAML 1.1 leaves as strings, are converted), ``str``, ``bool``, ``Literal``, ``Optional``,
+``list[...]``, ``dict[str, ...]`` and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from robustmsa.errors import ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+@dataclass
+class DataConfig:
+    """Where the dataset comes from.
+
+    ``source: synthetic`` generates ``preset`` with ``seed`` under ``cache_dir`` on first use;
+    ``source: parquet`` reads the dataset directory ``path`` (train/valid/test.parquet).
+    """
+
+    source: Literal["synthetic", "parquet"] = "synthetic"
+    path: str | None = None
+    preset: str = "tiny"
+    seed: int = 0
+    cache_dir: str = ".robustmsa/data"
+
+    def __post_init__(self) -> None:
+        if self.source == "parquet" and not self.path:
+            raise ValueError("path: required when source is 'parquet'")
+
+
+@dataclass
+class ModelConfig:
+    """The model to train: a name in `MODELS` and its parameters (validated by its class)."""
+
+    name: str = "qa_moe"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingConfig:
+    """The training loop.
+
+    ``backend``: ``in_process`` runs a single-worker trial inside the Tune trial process;
+    ``torch_trainer`` runs it through a Ray Train ``TorchTrainer`` (DDP over ``num_workers``);
+    ``auto`` picks ``in_process`` for one CPU worker and ``torch_trainer`` otherwise (the
+    per-trial overhead measured in ``benchmarks/trial_overhead.py`` decides this default).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    patience: int = 3
+    seed: int = 0
+    num_workers: int = 1
+    use_gpu: bool = False
+    backend: Literal["auto", "in_process", "torch_trainer"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "num_workers"):
+            if getattr(self, name) < (0 if name == "epochs" else 1):
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.patience < 1:
+            raise ValueError(f"patience: must be >= 1, got {self.patience}")
+
+
+@dataclass
+class SpectrumConfig:
+    """Corruption at training time and the validation spectrum.
+
+    Training: per sample and modality, ``λ, η ~ U(0, 1)`` with probability ``p_corrupt``, and
+    whole-modality drop with probability ``p_drop``. Evaluation: ``protocols`` on the
+    validation split, corrupted deterministically from ``eval_seed``.
+    """
+
+    p_corrupt: float = 1.0
+    p_drop: float = 0.1
+    protocols: list[str] = field(default_factory=lambda: ["clean", "missing", "noise"])
+    eval_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("p_corrupt", "p_drop"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        from robustmsa.spectrum import PROTOCOLS
+
+        for p in self.protocols:
+            if p not in PROTOCOLS:
+                raise ValueError(f"protocols: unknown protocol {p!r} (known: {sorted(PROTOCOLS)})")
+
+
+@dataclass
+class ParamSpace:
+    """One searched parameter, named by its config key path.
+
+    ``type``: ``int`` / ``float`` over ``[low, high]`` (``log`` for a log scale) or
+    ``categorical`` over ``choices``. ``high`` may name an earlier searched parameter (for
+    example ``top_k`` up to ``model.params.num_experts``).
+    """
+
+    name: str
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | str | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("choices: required for a categorical parameter")
+        elif self.low is None or self.high is None:
+            raise ValueError(f"low: {self.type} parameter {self.name!r} needs low and high")
+
+
+@dataclass
+class SearchConfig:
+    """Ray Tune + Optuna (seeded TPE) + ASHA over ``space``; objective ``val/spectrum_score``."""
+
+    num_samples: int = 8
+    max_concurrent: int = 2
+    seed: int = 0
+    grace_period: int = 2
+    reduction_factor: int = 2
+    storage_path: str | None = None  # Ray Tune results; None: .robustmsa/ray_results here
+    space: list[ParamSpace] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "max_concurrent", "grace_period"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow. ``uri`` None: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlruns.db``."""
+
+    uri: str | None = None
+    experiment: str = "robustmsa"
+
+
+@dataclass
+class StudyConfig:
+    name: str = "study"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def model_params(self) -> Any:
+        """``model.params`` as the registered model's validated config instance."""
+        from robustmsa.models import MODELS
+
+        spec = MODELS.get(self.model.name)
+        if spec is None:
+            raise ConfigError(
+                f"model.name: unknown model {self.model.name!r} (known: {sorted(MODELS)})"
+            )
+        return build(spec.config_cls, self.model.params, "model.params")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict construction
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(arg, value, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _convert(args[1], v, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected bool, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected float, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected float, got {value!r}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected str, got {value!r}")
+        return value
+    raise TypeError(f"{path}: unsupported config type {tp!r}")  # a bug in a config class
+
+
+def build(cls: type, raw: Any, path: str = "") -> Any:
+    """An instance of dataclass ``cls`` from the mapping ``raw``, strictly checked.
+
+    ``path`` prefixes every error message (``training`` -> ``training.lr: ...``).
+    """
+    prefix = f"{path}." if path else ""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {sorted(known)})")
+    kwargs = {k: _convert(hints[k], v, f"{prefix}{k}") for k, v in raw.items()}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: required key missing")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # __post_init__ checks say "<field>: <problem>"
+        raise ConfigError(f"{prefix}{exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=value"`` -> ``("a.b", value)`` with the value read as YAML (``3`` is an int)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{text}: an override must look like key.path=value")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key}: value {value!r} is not valid YAML ({exc})") from exc
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])}: is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """A validated `StudyConfig` from a raw mapping plus ``{key.path: value}`` overrides."""
+    raw = copy.deepcopy(raw) if raw else {}
+    for key, value in (overrides or {}).items():
+        set_path(raw, key, value)
+    config = _build_study(raw)
+    _check_space(config)
+    return config
+
+
+def _build_study(raw: dict[str, Any]) -> StudyConfig:
+    config = build(StudyConfig, raw)
+    config.model_params()  # validates model.name and model.params now, not in a trial
+    return config
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Load the YAML study config ``path`` and apply ``--set`` style ``overrides``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML ({exc})".replace("\n", " ")) from exc
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parsed = dict(parse_override(o) for o in overrides or [])
+    try:
+        return from_dict(raw or {}, parsed)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _check_space(config: StudyConfig) -> None:
+    """Every searched parameter names a real config key; a string ``high`` names an earlier one.
+
+    Only the key is checked here: a sampled value is validated with the rest of the trial's
+    config when the trial builds it (constraints between values, such as ``top_k <=
+    num_experts``, depend on the other sampled values).
+    """
+    from robustmsa.models import MODELS
+
+    seen: set[str] = set()
+    base = config.to_dict()
+    model_fields = {f.name for f in dataclasses.fields(MODELS[config.model.name].config_cls)}
+    for i, p in enumerate(config.search.space):
+        where = f"search.space[{i}]"
+        if p.name.startswith("search.") or p.name in seen:
+            raise ConfigError(f"{where}.name: {p.name!r} cannot be searched (or is duplicated)")
+        if p.name.startswith("model.params."):
+            ok = p.name.removeprefix("model.params.") in model_fields
+        else:
+            node: Any = base
+            for part in p.name.split("."):
+                ok = isinstance(node, dict) and part in node
+                if not ok:
+                    break
+                node = node[part]
+            ok = ok and not isinstance(node, dict)
+        if not ok:
+            raise ConfigError(f"{where}.name: {p.name}: unknown key")
+        if isinstance(p.high, str) and p.high not in seen:
+            raise ConfigError(f"{where}.high: {p.high!r} is not an earlier searched parameter")
+        seen.add(p.name)

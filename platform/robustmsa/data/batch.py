@@ -1,0 +1,71 @@
+"""The in-memory batch every model consumes.
+
+Shapes (B samples, T_m frames of modality m, d_m features per frame):
+
+- ``features[m]``: float32 ``(B, T_m, d_m)``, zero at padded or dropped frames;
+- ``masks[m]``: bool ``(B, T_m)``, True where a frame holds data;
+- ``present[m]``: bool ``(B,)``, False when the modality is absent for the sample (natural
+  absence, or made absent by the spectrum); an absent modality has an all-False mask;
+- ``labels``: float32 ``(B,)``;
+- ``ids``: the ``B`` sample ids;
+- ``clean``: during training under corruption, the same samples before corruption (used by
+  self-supervised objectives that predict the clean encoding from the corrupted one), else None;
+- ``reliability``: optional float32 ``(B, 2)`` per modality, the ``(noise λ, missing η)`` that
+  was applied (known to the evaluation and the oracle; models must not read it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+MODALITIES: tuple[str, ...] = ("text", "audio", "vision")
+
+
+@dataclass
+class Batch:
+    features: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    present: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    ids: list[str]
+    clean: Batch | None = None
+    reliability: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.features)
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (non-blocking where possible)."""
+
+        def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
+        return replace(
+            self,
+            features=move(self.features),
+            masks=move(self.masks),
+            present=move(self.present),
+            labels=self.labels.to(device, non_blocking=True),
+            clean=None if self.clean is None else self.clean.to(device),
+            reliability=move(self.reliability),
+        )
+
+    def subset(self, index: torch.Tensor) -> Batch:
+        """Rows ``index`` (a 1-D long tensor) of this batch, in that order."""
+        rows = index.tolist()
+        return Batch(
+            features={m: x[index] for m, x in self.features.items()},
+            masks={m: x[index] for m, x in self.masks.items()},
+            present={m: x[index] for m, x in self.present.items()},
+            labels=self.labels[index],
+            ids=[self.ids[i] for i in rows],
+            clean=None if self.clean is None else self.clean.subset(index),
+            reliability={m: x[index] for m, x in self.reliability.items()},
+        )

@@ -1,0 +1,190 @@
+"""Write a dataset to Parquet and read it back as memory-mapped splits that hand out `Batch`es.
+
+Writes go to a temporary directory that is renamed into place, so a failed write leaves nothing
+half-written. Reads memory-map the file; a batch copies only its own frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.data.schema import METADATA_KEY, SPLITS, DatasetMeta, arrow_schema
+from robustmsa.errors import DataError
+
+
+@dataclass
+class SplitArrays:
+    """One split in memory before writing.
+
+    ``frames[m]`` is a list of ``N`` float32 arrays of shape ``(T_i, d_m)`` (``T_i = 0`` when
+    the modality is absent); ``present[m]`` is bool ``(N,)``; ``labels`` float32 ``(N,)``.
+    """
+
+    ids: list[str]
+    labels: np.ndarray
+    frames: dict[str, list[np.ndarray]]
+    present: dict[str, np.ndarray]
+
+
+def _digest(splits: dict[str, SplitArrays]) -> str:
+    h = hashlib.sha256()
+    for name in SPLITS:
+        s = splits[name]
+        h.update(name.encode())
+        h.update("\x00".join(s.ids).encode())
+        h.update(np.ascontiguousarray(s.labels, dtype=np.float32).tobytes())
+        for m in MODALITIES:
+            h.update(np.ascontiguousarray(s.present[m]).tobytes())
+            for x in s.frames[m]:
+                h.update(np.int64(len(x)).tobytes())
+                h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _train_stats(train: SplitArrays, dims: dict[str, int]) -> tuple[dict, dict]:
+    mean, std = {}, {}
+    for m in MODALITIES:
+        chunks = [x for x in train.frames[m] if len(x)]
+        if chunks:
+            allx = np.concatenate(chunks).astype(np.float64)
+            mu, sd = allx.mean(0), allx.std(0)
+        else:  # modality absent from the whole train split: no statistics to apply
+            mu, sd = np.zeros(dims[m]), np.ones(dims[m])
+        mean[m] = mu.tolist()
+        # A constant feature must not be divided by zero; it stays centred instead.
+        std[m] = np.where(sd > 1e-8, sd, 1.0).tolist()
+    return mean, std
+
+
+def _table(split: SplitArrays, meta: DatasetMeta) -> pa.Table:
+    schema = arrow_schema(meta)
+    columns: dict[str, pa.Array] = {
+        "id": pa.array(split.ids, pa.string()),
+        "label": pa.array(np.asarray(split.labels, dtype=np.float32)),
+    }
+    for m in MODALITIES:
+        seqs = split.frames[m]
+        lengths = np.array([len(x) for x in seqs], dtype=np.int32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        d = meta.dims[m]
+        flat = (
+            np.concatenate([np.asarray(x, np.float32).reshape(-1, d) for x in seqs])
+            if lengths.sum()
+            else np.zeros((0, d), np.float32)
+        )
+        frames = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), d)
+        columns[m] = pa.ListArray.from_arrays(pa.array(offsets), frames)
+        columns[f"{m}_length"] = pa.array(lengths)
+        columns[f"{m}_present"] = pa.array(np.asarray(split.present[m], dtype=bool))
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: DatasetMeta) -> Path:
+    """Write ``splits`` (train/valid/test) under ``out_dir`` atomically; returns ``out_dir``.
+
+    Fills ``meta.digest`` and the train-split feature statistics.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise DataError(f"{out}: output directory already exists; remove it or choose another")
+    meta.digest = _digest(splits)
+    meta.feature_mean, meta.feature_std = _train_stats(splits["train"], meta.dims)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for name in SPLITS:
+            pq.write_table(_table(splits[name], meta), tmp / f"{name}.parquet")
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+class ParquetSplit:
+    """One memory-mapped split; `batch(indices)` copies only the frames of those rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: split file not found")
+        try:
+            table = pq.read_table(self.path, memory_map=True)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from exc
+        raw_meta = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw_meta is None:
+            raise DataError(f"{self.path}: no robustmsa metadata in the Parquet schema")
+        self.meta = DatasetMeta.from_json(raw_meta)
+        missing = [c for c in arrow_schema(self.meta).names if c not in table.column_names]
+        if missing:
+            raise DataError(f"{self.path}: missing columns {missing}")
+        self.ids: list[str] = table.column("id").to_pylist()
+        self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
+        self._values: dict[str, np.ndarray] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+        self._present: dict[str, torch.Tensor] = {}
+        self._mean: dict[str, np.ndarray] = {}
+        self._std: dict[str, np.ndarray] = {}
+        for m in MODALITIES:
+            col = table.column(m).combine_chunks()
+            d = self.meta.dims[m]
+            # Zero-copy views into the memory-mapped file: frame values (F, d) and offsets.
+            self._offsets[m] = col.offsets.to_numpy()
+            self._values[m] = col.values.values.to_numpy().reshape(-1, d)
+            self._present[m] = torch.from_numpy(
+                table.column(f"{m}_present").to_numpy(zero_copy_only=False).copy()
+            )
+            self._mean[m] = np.asarray(self.meta.feature_mean[m], np.float32)
+            self._std[m] = np.asarray(self.meta.feature_std[m], np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices: np.ndarray | list[int]) -> Batch:
+        """The rows ``indices`` as a standardised, padded `Batch` (T_m = longest in the batch)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        features, masks = {}, {}
+        for m in MODALITIES:
+            starts = self._offsets[m][idx]
+            lengths = self._offsets[m][idx + 1] - starts
+            t_max = max(int(lengths.max(initial=0)), 1)
+            pos = np.arange(t_max)
+            mask = pos[None, :] < lengths[:, None]  # (B, T)
+            src = (starts[:, None] + pos[None, :])[mask]
+            x = np.zeros((len(idx), t_max, self.meta.dims[m]), np.float32)
+            x[mask] = (self._values[m][src] - self._mean[m]) / self._std[m]
+            features[m] = torch.from_numpy(x)
+            masks[m] = torch.from_numpy(mask)
+        return Batch(
+            features=features,
+            masks=masks,
+            present={m: self._present[m][idx] for m in MODALITIES},
+            labels=self.labels[idx],
+            ids=[self.ids[i] for i in idx.tolist()],
+        )
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None):
+        """Yield `Batch`es of ``batch_size`` rows in ``order`` (default: file order)."""
+        order = np.arange(len(self)) if order is None else order
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+
+def open_dataset(path: str | Path) -> dict[str, ParquetSplit]:
+    """The three splits of the dataset directory ``path``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset directory not found")
+    return {name: ParquetSplit(root / f"{name}.parquet") for name in SPLITS}

@@ -1,0 +1,18 @@
+"""Resolve a study's data section to a dataset directory on this node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustmsa.data.synthetic import ensure_synthetic
+from robustmsa.errors import DataError
+
+
+def dataset_dir(source: str, *, path: str | None, preset: str, seed: int, cache_dir: str) -> Path:
+    """The dataset directory: ``path`` for Parquet, else the synthetic cache (made on first use)."""
+    if source == "parquet":
+        root = Path(path or "")
+        if not root.is_dir():
+            raise DataError(f"data.path: dataset directory {str(root)!r} not found")
+        return root
+    return ensure_synthetic(preset, cache_dir, seed)

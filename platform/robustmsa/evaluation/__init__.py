@@ -1,0 +1,1 @@
+"""Evaluation: sentiment metrics (MMSA definitions) and robustness-curve summaries."""

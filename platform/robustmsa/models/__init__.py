@@ -1,0 +1,9 @@
+"""Models: the `ModelOutput` contract, the `MODELS` registry and one file per model.
+
+Importing this package registers every model.
+"""
+
+from robustmsa.models import late_fusion, qa_moe  # noqa: F401  (registration side effect)
+from robustmsa.models.base import MODELS, ModelOutput, ModelSpec, MSAModel
+
+__all__ = ["MODELS", "MSAModel", "ModelOutput", "ModelSpec"]

@@ -1,0 +1,63 @@
+"""The model contract and the one model registry.
+
+Every model maps a `Batch` to a `ModelOutput`:
+
+- ``prediction``: float32 ``(B,)`` sentiment scores;
+- ``aux_losses``: named scalar auxiliary losses, unweighted; the training loop multiplies each
+  by ``model.aux_loss_weights()[name]`` and adds it to the task loss it computes itself;
+- ``extras``: tensors a study may inspect (reliabilities, routing weights, ...), detached or not.
+
+Each model file registers ``MODELS[name] = ModelSpec(...)`` with its config dataclass, whose
+fields are validated by `robustmsa.config` (unknown keys and wrong types fail with the key path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robustmsa.data.batch import Batch
+
+
+@dataclass
+class ModelOutput:
+    prediction: torch.Tensor
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MSAModel(nn.Module):
+    """Base class: subclasses implement `forward(batch) -> ModelOutput`."""
+
+    def aux_loss_weights(self) -> dict[str, float]:
+        """Weight of each auxiliary loss in the training objective (default: none)."""
+        return {}
+
+    def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its config class and how to build it.
+
+    ``build(config, dims)`` gets the validated config instance and the feature dims per
+    modality of the dataset (``{"text": d_t, "audio": d_a, "vision": d_v}``).
+    """
+
+    name: str
+    config_cls: type
+    build: Callable[[object, dict[str, int]], MSAModel]
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    MODELS[spec.name] = spec
+    return spec

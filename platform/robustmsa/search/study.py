@@ -1,0 +1,196 @@
+"""Run a hyperparameter study: Ray Tune + Optuna (seeded TPE) + ASHA, tracked in MLflow.
+
+The driver creates the study's parent MLflow run; each Tune trial (`search.trial.run_trial`)
+opens a nested child run and trains through `training.trainer.fit` (in-process or a
+``TorchTrainer``); a driver-side Tune callback ends each child run with its validation spectrum,
+and the driver ends any run still RUNNING before it returns, however the study ends.
+
+Objective: ``best/val/spectrum_score`` (the best-so-far validation spectrum score, see
+`robustmsa.evaluation.summaries.spectrum_score`), minimised; ASHA compares trials on it per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustmsa.config import StudyConfig, from_dict
+from robustmsa.data.source import dataset_dir
+from robustmsa.errors import RobustMSAError
+from robustmsa.training.loop import OBJECTIVE
+
+SEARCH_METRIC = "best/" + OBJECTIVE
+
+
+@dataclass
+class StudyResult:
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    storage_path: str
+    trials: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    best_config: dict | None = None
+    wall_s: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver-side preparation
+
+
+def absolutize(config: StudyConfig, root: Path) -> dict[str, Any]:
+    """The config as a dict with every local path made absolute (trials run in other dirs)."""
+    raw = config.to_dict()
+    data = raw["data"]
+    data["cache_dir"] = str((root / data["cache_dir"]).resolve())
+    if data["path"]:
+        data["path"] = str((root / data["path"]).resolve())
+    storage = raw["search"]["storage_path"] or ".robustmsa/ray_results"
+    if "://" not in storage:
+        storage = str((root / storage).resolve())
+    raw["search"]["storage_path"] = storage
+    return raw
+
+
+def init_ray() -> None:
+    """Join the cluster named by ``RAY_ADDRESS`` (set inside ``ray job submit``), else start a
+    private local one: a bare ``ray.init()`` would attach to any cluster left on the machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        ray.init(
+            address="local",
+            num_cpus=max(2, os.cpu_count() or 2),
+            include_dashboard=False,
+            logging_level="WARNING",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The study
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
+    """Run the search of ``config``; everything relative resolves against ``root``."""
+    from mlflow.tracking import MlflowClient
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from robustmsa.search.space import define_by_run
+    from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.tracking.runs import (
+        STUDY_TAG,
+        check_reachable,
+        end_dangling_runs,
+        ensure_experiment,
+        flatten,
+        log_metrics,
+        log_params,
+        resolve_tracking_uri,
+        start_run,
+    )
+
+    started = time.time()
+    # Per-epoch checkpoints with num_to_keep=1 trip a noisy Tune warning on every report.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    root = Path(root).resolve()
+    uri = resolve_tracking_uri(config.tracking.uri, root)
+    check_reachable(uri)
+    base = absolutize(config, root)
+    d = base["data"]
+    # Fails now, before any run exists, when the dataset is missing; makes synthetic data.
+    dataset_dir(
+        d["source"], path=d["path"], preset=d["preset"], seed=d["seed"], cache_dir=d["cache_dir"]
+    )
+    client = MlflowClient(uri)
+    local_store = not uri.startswith(("http://", "https://", "databricks"))
+    experiment_id = ensure_experiment(
+        client, config.tracking.experiment, root / "mlartifacts" if local_store else None
+    )
+    parent = start_run(client, experiment_id, config.name, tags={STUDY_TAG: config.name})
+    result = StudyResult(parent, experiment_id, uri, base["search"]["storage_path"])
+    status = "FAILED"
+    try:
+        log_params(client, parent, flatten(base))
+        init_ray()
+        s = config.search
+        ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
+        resources = {"cpu": 1}
+        if config.training.use_gpu and config.training.num_workers == 1:
+            resources["gpu"] = 1
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+            tune_config=tune.TuneConfig(
+                metric=SEARCH_METRIC,
+                mode="min",
+                search_alg=OptunaSearch(
+                    space=define_by_run(s.space),
+                    metric=SEARCH_METRIC,
+                    mode="min",
+                    sampler=TPESampler(seed=s.seed),
+                ),
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=max(config.training.epochs, 1),
+                    grace_period=min(s.grace_period, max(config.training.epochs, 1)),
+                    reduction_factor=s.reduction_factor,
+                ),
+                num_samples=s.num_samples,
+                max_concurrent_trials=s.max_concurrent,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{config.name}-{parent[:8]}",
+                storage_path=result.storage_path,
+                callbacks=[TrialRunFinisher(uri, experiment_id)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=0,
+            ),
+        )
+        grid = tuner.fit()
+        for r in grid:
+            row = {
+                "trial_id": r.metrics.get("trial_id") if r.metrics else None,
+                "params": {k: v for k, v in (r.config or {}).items()},
+                "score": (r.metrics or {}).get(SEARCH_METRIC),
+                "epochs": (r.metrics or {}).get("epoch"),
+                "error": str(r.error).splitlines()[0] if r.error else None,
+            }
+            result.trials.append(row)
+        scored = [t for t in result.trials if t["score"] is not None and not t["error"]]
+        if not scored:
+            errors = [t["error"] for t in result.trials if t["error"]]
+            raise RobustMSAError(f"study {config.name}: no trial finished ({errors[:1]})")
+        result.best = min(scored, key=lambda t: t["score"])
+        result.best_config = from_dict(base, result.best["params"]).to_dict()
+        log_metrics(client, parent, [(SEARCH_METRIC, result.best["score"], 0)])
+        client.set_tag(parent, "robustmsa.best_trial", str(result.best["trial_id"]))
+        client.log_text(
+            parent, yaml.safe_dump(result.best_config, sort_keys=False), "best_config.yaml"
+        )
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        end_dangling_runs(client, experiment_id, parent)
+        client.set_terminated(parent, status)
+        result.wall_s = time.time() - started
+    return result

@@ -1,0 +1,126 @@
+"""One Tune trial and the end of its MLflow run.
+
+`run_trial` (in the trial process) resolves the trial's config, opens a nested child run, logs
+the resolved parameters and trains; per-epoch metrics reach the run through an MLflow sink.
+`TrialRunFinisher` (a Tune callback on the driver) ends the run once Tune is done with the trial,
+however it ended: it logs the validation spectrum and the best weights from the trial's last
+checkpoint and sets the final status. The driver is the one place that can do this for every
+trial: when ASHA stops a trial (or the trial reaches ``max_t``), Tune ends the trial's thread
+with ``SystemExit`` at its next report, so code after that report never runs in the trial.
+
+Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
+stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
+epoch so far); ``FAILED`` when the trial raised.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from robustmsa.config import from_dict
+from robustmsa.tracking.runs import TRIAL_TAG, MlflowEpochSink, flatten, log_params, start_run
+from robustmsa.tracking.spectrum import log_spectrum
+from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, load_state
+from robustmsa.training.trainer import fit, resolve_backend
+
+
+@dataclass
+class StudyContext:
+    """What every trial needs from the driver (sent once with ``tune.with_parameters``)."""
+
+    base: dict[str, Any]
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    storage_path: str
+
+
+def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
+    """The Tune function trainable: config from the sampled point, a child run, training."""
+    tune_ctx = tune.get_context()
+    config = from_dict(ctx.base, sampled)
+    client = MlflowClient(ctx.tracking_uri)
+    run_id = start_run(
+        client,
+        ctx.experiment_id,
+        tune_ctx.get_trial_name(),
+        parent_run_id=ctx.parent_run_id,
+        tags={TRIAL_TAG: tune_ctx.get_trial_id(), "robustmsa.model": config.model.name},
+    )
+    try:
+        log_params(client, run_id, flatten(config.to_dict()))
+        log_params(client, run_id, {"training.resolved_backend": resolve_backend(config)})
+        fit(
+            config,
+            sinks=[MlflowEpochSink(ctx.tracking_uri, run_id)],
+            in_tune=True,
+            storage_path=ctx.storage_path,
+        )
+    except Exception as exc:
+        client.set_tag(run_id, "robustmsa.error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def _checkpoint_dir(trial) -> tuple[Any, str | None]:
+    """The trial's last checkpoint: Tune's own (in-process trials), else the Train checkpoint
+    whose path Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials)."""
+    if trial.checkpoint is not None:
+        return trial.checkpoint, None
+    return None, (trial.last_result or {}).get("checkpoint_path")
+
+
+def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | None) -> str:
+    """Log the outcome stored in ``checkpoint_dir`` to ``run_id`` and end it; returns outcome."""
+    outcome = "no checkpoint"
+    if checkpoint_dir is not None:
+        state, rows = load_state(checkpoint_dir)
+        done = state["epoch"] >= state["epochs"] or state["patience_exhausted"]
+        outcome = "completed" if done else "pruned"
+        if rows:
+            log_spectrum(client, run_id, rows, split="valid")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in (BEST_MODEL_FILE, CONFIG_FILE):
+                (Path(tmp) / name).write_bytes((checkpoint_dir / name).read_bytes())
+            client.log_artifacts(run_id, tmp, artifact_path="checkpoint")
+        client.set_tag(run_id, "robustmsa.best_epoch", str(state["best_epoch"]))
+        client.set_tag(run_id, "robustmsa.epochs_run", str(state["epoch"]))
+    client.set_tag(run_id, "robustmsa.outcome", outcome)
+    client.set_terminated(run_id, "FINISHED" if checkpoint_dir is not None else "FAILED")
+    return outcome
+
+
+class TrialRunFinisher(tune.Callback):
+    """Ends each trial's MLflow run on the driver once Tune is done with the trial."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str):
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+
+    def _runs(self, client: MlflowClient, trial) -> list:
+        return client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and status = 'RUNNING'",
+        )
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        client = MlflowClient(self.tracking_uri)
+        for run in self._runs(client, trial):
+            checkpoint, path = _checkpoint_dir(trial)
+            if checkpoint is not None:
+                with checkpoint.as_directory() as local:
+                    finish_trial_run(client, run.info.run_id, Path(local))
+            else:
+                finish_trial_run(client, run.info.run_id, Path(path) if path else None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        client = MlflowClient(self.tracking_uri)
+        for run in self._runs(client, trial):
+            client.set_tag(run.info.run_id, "robustmsa.outcome", "error")
+            client.set_terminated(run.info.run_id, "FAILED")

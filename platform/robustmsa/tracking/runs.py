@@ -1,0 +1,144 @@
+"""MLflow runs of a study: one parent run per search, one nested child run per trial.
+
+Nesting uses the standard ``mlflow.parentRunId`` tag, so the MLflow UI groups trials under
+their study. Metrics and params always go out in batches (`log_batch`), never one request each.
+Every run this module starts is ended by the code that started it or, for trials that Tune
+stops from outside, by `end_dangling_runs` on the driver.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from robustmsa.errors import RobustMSAError
+
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE = 6000
+TRIAL_TAG = "robustmsa.trial_id"
+STUDY_TAG = "robustmsa.study"
+
+
+def resolve_tracking_uri(configured: str | None, root: Path) -> str:
+    """``configured``, else ``MLFLOW_TRACKING_URI``, else the embedded sqlite store in ``root``."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(root / 'mlruns.db').resolve()}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any run exists, when an HTTP tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            problem = f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise RobustMSAError(f"MLflow tracking URI {uri}: unreachable ({problem})")
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_root`` for local stores) if new."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root is not None:
+        location = (artifact_root / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:MAX_PARAM_VALUE]) for k, v in sorted(params.items())]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+
+def log_metrics(
+    client: MlflowClient, run_id: str, metrics: Iterable[tuple[str, float, int]]
+) -> None:
+    """Log ``(key, value, step)`` triples in as few requests as MLflow allows."""
+    now = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), now, int(s))
+        for k, v, s in metrics
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+    for i in range(0, len(items), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])
+
+
+def start_run(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    *,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """A new RUNNING run; nested under ``parent_run_id`` when given."""
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=name, tags=all_tags)
+    return run.info.run_id
+
+
+def end_dangling_runs(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED"
+) -> int:
+    """End every child of ``parent_run_id`` still RUNNING with ``status``; returns how many."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and status = 'RUNNING'",
+        max_results=10000,
+    )
+    for run in runs:
+        client.set_tag(run.info.run_id, "robustmsa.ended_by", "study driver")
+        client.set_terminated(run.info.run_id, status)
+    return len(runs)
+
+
+class MlflowEpochSink:
+    """A picklable per-epoch metric logger for one run (sent to trial and Train worker processes).
+
+    ``metrics`` keys such as ``train/loss`` and ``val/mae`` are logged with ``step = epoch``.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+
+    def __call__(self, metrics: dict, step: int) -> None:
+        client = MlflowClient(self.tracking_uri)
+        log_metrics(client, self.run_id, ((k, v, step) for k, v in metrics.items()))
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

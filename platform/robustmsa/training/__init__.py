@@ -1,0 +1,1 @@
+"""Training: the per-worker loop, checkpoints, reporting, and the TorchTrainer driver."""

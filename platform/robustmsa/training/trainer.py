@@ -1,0 +1,106 @@
+"""Run the training loop for one config: in-process, or through a Ray Train ``TorchTrainer``.
+
+``in_process`` runs `run_training` in the calling process (a Tune trial or a plain script);
+``torch_trainer`` starts ``num_workers`` Ray Train workers (gloo on CPU, NCCL on GPU, DDP when
+more than one). ``auto`` picks in-process for single-worker trials: the fixed per-trial cost of a
+``TorchTrainer`` (actors, process group, shutdown) is measured by
+``benchmarks/trial_overhead.py`` and dominates small trials.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import torch
+
+from robustmsa.config import StudyConfig, from_dict
+from robustmsa.training.checkpoint import load_state, load_weights
+from robustmsa.training.loop import TrainingOutcome, run_training
+from robustmsa.training.reporting import LocalReporter, Sink, TrainReporter, TuneReporter
+
+
+def resolve_backend(config: StudyConfig) -> str:
+    t = config.training
+    if t.backend != "auto":
+        return t.backend
+    return "in_process" if t.num_workers == 1 else "torch_trainer"
+
+
+def _local_device(config: StudyConfig) -> torch.device:
+    return torch.device("cuda" if config.training.use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _train_worker(loop_config: dict) -> None:
+    """The per-worker entry of the ``TorchTrainer``: the shared loop with DDP wrapping."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(loop_config["config"])
+    ctx = ray.train.get_context()
+    world = ctx.get_world_size()
+
+    def wrap(model: torch.nn.Module) -> torch.nn.Module:
+        # Top-k routing leaves some experts without gradient in a step: DDP must allow that.
+        kwargs = {"find_unused_parameters": True} if world > 1 else {}
+        return ray.train.torch.prepare_model(model, parallel_strategy_kwargs=kwargs)
+
+    run_training(
+        config,
+        TrainReporter(sinks=loop_config["sinks"]),
+        device=ray.train.torch.get_device(),
+        rank=ctx.get_world_rank(),
+        world_size=world,
+        wrap_model=wrap,
+    )
+
+
+def fit(
+    config: StudyConfig,
+    *,
+    sinks: list[Sink] | None = None,
+    in_tune: bool = False,
+    storage_path: str | Path | None = None,
+) -> TrainingOutcome:
+    """Train ``config`` by its backend and return the outcome (best epoch, spectrum, weights)."""
+    sinks = list(sinks or [])
+    if resolve_backend(config) == "in_process":
+        reporter = TuneReporter(sinks) if in_tune else LocalReporter(sinks)
+        return run_training(config, reporter, device=_local_device(config))
+
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    callbacks = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    t = config.training
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"config": config.to_dict(), "sinks": sinks},
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
+        run_config=RunConfig(
+            # A reused name would resume an old run (STACK.md): every fit gets its own.
+            name=f"{config.name}-{uuid.uuid4().hex[:8]}",
+            storage_path=str(storage_path) if storage_path else None,
+            callbacks=callbacks,
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {config.name} reported no checkpoint")
+    with result.checkpoint.as_directory() as ckpt:
+        state, rows = load_state(ckpt)
+        best_state = load_weights(ckpt, best=True)
+    return TrainingOutcome(
+        best_epoch=state["best_epoch"],
+        best_score=state["best_score"],
+        epochs_run=state["epoch"],
+        stopped_early=state["epoch"] < t.epochs,
+        rows=rows,
+        best_state=best_state,
+    )

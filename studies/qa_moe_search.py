@@ -1,0 +1,22 @@
+"""QA-MoE hyperparameter search over the continuous reliability spectrum.
+
+Embedded (local Ray, sqlite MLflow store in this folder):
+    python studies/qa_moe_search.py [--smoke-test] [--set key.path=value ...]
+On a cluster (MLflow server named by MLFLOW_TRACKING_URI):
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python studies/qa_moe_search.py --smoke-test
+"""
+
+import sys
+from pathlib import Path
+
+from robustmsa.cli import study_main
+
+if __name__ == "__main__":
+    sys.exit(
+        study_main(
+            None,
+            default_config=Path(__file__).parent / "configs" / "qa_moe_search.yaml",
+            description=__doc__.splitlines()[0],
+        )
+    )

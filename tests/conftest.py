@@ -1,0 +1,29 @@
+"""Shared fixtures: the tiny synthetic dataset (made once per session) and offline settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """The synthetic 'tiny' preset, seed 0, written once for the whole session."""
+    from robustmsa.data.synthetic import generate
+
+    return generate("tiny", tmp_path_factory.mktemp("data") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_dataset):
+    from robustmsa.data.parquet import open_dataset
+
+    return open_dataset(tiny_dataset)

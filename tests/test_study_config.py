@@ -1,0 +1,99 @@
+"""The strict study config: YAML + overrides, key paths in every error."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import REPO
+from robustmsa.config import StudyConfig, from_dict, load
+from robustmsa.errors import ConfigError
+
+STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
+
+
+def test_study_yaml_loads_with_typed_sections():
+    config = load(STUDY_YAML)
+    assert isinstance(config, StudyConfig)
+    assert config.model.name == "qa_moe"
+    assert config.training.lr == pytest.approx(1e-3)
+    assert [p.name for p in config.search.space][:2] == [
+        "model.params.num_experts",
+        "model.params.top_k",
+    ]
+    assert config.model_params().hidden == 64
+
+
+def test_every_study_yaml_is_headed_by_its_run_command():
+    for path in (REPO / "studies" / "configs").glob("*.yaml"):
+        first = path.read_text().splitlines()[0]
+        assert first.startswith("# Run:") and ".py" in first, path
+
+
+def test_overrides_are_typed_by_yaml_and_reach_nested_keys():
+    config = load(
+        STUDY_YAML,
+        ["training.epochs=3", "training.lr=1e-2", "model.params.num_experts=4", "name=x"],
+    )
+    assert config.training.epochs == 3
+    assert config.training.lr == pytest.approx(1e-2)  # YAML 1.1 reads 1e-2 as a string
+    assert config.model_params().num_experts == 4
+    assert config.name == "x"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["training.lrr=0.1"], "training.lrr: unknown key"),
+        (["training.lr=fast"], "training.lr: expected float"),
+        (["training.epochs=2.5"], "training.epochs: expected int"),
+        (["training.use_gpu=3"], "training.use_gpu: expected bool"),
+        (["training.backend=magic"], "training.backend: expected one of"),
+        (["training.lr=-1"], "training.lr: must be > 0"),
+        (["model.name=nope"], "model.name: unknown model 'nope'"),
+        (["model.params.experts=3"], "model.params.experts: unknown key"),
+        (["model.params.top_k=9", "model.params.num_experts=4"], "model.params.top_k"),
+        (["spectrum.protocols=[clean, nope]"], "spectrum.protocols: unknown protocol 'nope'"),
+        (["spectrum.p_drop=1.5"], "spectrum.p_drop: must be in [0, 1]"),
+        (["data.source=parquet"], "data.path: required"),
+        (["training=3"], "training: expected a mapping"),
+        (
+            ["search.space=[{name: training.nope, type: int, low: 1, high: 2}]"],
+            "search.space[0].name: training.nope: unknown key",
+        ),
+        (
+            ["search.space=[{name: model.params.top_k, type: int, low: 1, high: model.params.x}]"],
+            "search.space[0].high",
+        ),
+    ],
+)
+def test_bad_values_fail_with_the_key_path(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load(STUDY_YAML, overrides)
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(STUDY_YAML))
+
+
+def test_malformed_and_missing_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: malformed YAML"):
+        load(bad)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
+        load(tmp_path / "missing.yaml")
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load(scalar)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trainig:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match="trainig: unknown key"):
+        load(unknown)
+
+
+def test_override_syntax_error():
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
+        load(STUDY_YAML, ["training.epochs"])
+
+
+def test_round_trip_through_dict_is_identity():
+    config = load(STUDY_YAML)
+    assert from_dict(config.to_dict()) == config
