@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import REPO
+from paths import REPO
 from robustmsa.config import StudyConfig, from_dict, load
 from robustmsa.errors import ConfigError
 

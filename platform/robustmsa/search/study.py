@@ -57,9 +57,10 @@ def absolutize(config: StudyConfig, root: Path) -> dict[str, Any]:
     return raw
 
 
-def init_ray() -> None:
+def init_ray(logical_cpus: int = 2) -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (set inside ``ray job submit``), else start a
-    private local one: a bare ``ray.init()`` would attach to any cluster left on the machine."""
+    private local one with at least ``logical_cpus`` logical CPUs: a bare ``ray.init()`` would
+    attach to any cluster left on the machine."""
     import ray
 
     if ray.is_initialized():
@@ -70,7 +71,7 @@ def init_ray() -> None:
     else:
         ray.init(
             address="local",
-            num_cpus=max(2, os.cpu_count() or 2),
+            num_cpus=max(logical_cpus, os.cpu_count() or 2),
             include_dashboard=False,
             logging_level="WARNING",
         )
@@ -94,6 +95,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
 
     from robustmsa.search.space import define_by_run
     from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.training.trainer import resolve_backend
     from robustmsa.tracking.runs import (
         STUDY_TAG,
         check_reachable,
@@ -128,8 +130,11 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
-        init_ray()
         s = config.search
+        # A trial that drives a TorchTrainer holds one CPU itself while its workers hold
+        # theirs (STACK.md); locally, size the logical CPUs so that max_concurrent trials fit.
+        per_trial = 1 if resolve_backend(config) == "in_process" else 1 + config.training.num_workers
+        init_ray(s.max_concurrent * per_trial)
         ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
         resources = {"cpu": 1}
         if config.training.use_gpu and config.training.num_workers == 1:

@@ -4,9 +4,10 @@
 the resolved parameters and trains; per-epoch metrics reach the run through an MLflow sink.
 `TrialRunFinisher` (a Tune callback on the driver) ends the run once Tune is done with the trial,
 however it ended: it logs the validation spectrum and the best weights from the trial's last
-checkpoint and sets the final status. The driver is the one place that can do this for every
-trial: when ASHA stops a trial (or the trial reaches ``max_t``), Tune ends the trial's thread
-with ``SystemExit`` at its next report, so code after that report never runs in the trial.
+checkpoint and sets the final status. The driver is the one writer of final states, because it
+is the one place that sees every trial end: when ASHA stops a trial (or the trial reaches
+``max_t``), Tune ends the trial's thread with ``SystemExit`` at its next report, so code after
+that report never runs in the trial.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
 stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
@@ -63,8 +64,11 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
             storage_path=ctx.storage_path,
         )
     except Exception as exc:
-        client.set_tag(run_id, "robustmsa.error", f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run_id, "FAILED")
+        # The driver's TrialRunFinisher sets the final status. A trial that Tune stopped can
+        # still raise here afterwards (a TorchTrainer loses its workers): that is not an error
+        # of the trial, and the run has already ended.
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "robustmsa.error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
 
 
