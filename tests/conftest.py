@@ -11,7 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """The synthetic 'tiny' preset, seed 0, written once for the whole session."""
@@ -25,3 +24,14 @@ def tiny_splits(tiny_dataset):
     from robustmsa.data.parquet import open_dataset
 
     return open_dataset(tiny_dataset)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A private local Ray for the whole session (never a bare init: that could attach to
+    another cluster on the machine). Four logical CPUs on two cores, as STACK.md measured."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -105,9 +105,23 @@ def ray_head(workdir: Path, num_cpus: int = 4, env: dict[str, str] | None = None
         "--runtime-env-agent-port": free_port(),
         "--ray-client-server-port": free_port(),
     }
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus", str(num_cpus),
-           "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1",
-           "--temp-dir", temp_dir, "--include-dashboard", "true", "--disable-usage-stats"]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus",
+        str(num_cpus),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--temp-dir",
+        temp_dir,
+        "--include-dashboard",
+        "true",
+        "--disable-usage-stats",
+    ]
     for flag, port in ports.items():
         cmd += [flag, str(port)]
     log = workdir / "ray-head.log"

@@ -8,7 +8,6 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from paths import REPO
 from servers import VENV_BIN, mlflow_server, ray_head, venv_env
 

@@ -126,7 +126,10 @@ class ParquetSplit:
         raw_meta = (table.schema.metadata or {}).get(METADATA_KEY)
         if raw_meta is None:
             raise DataError(f"{self.path}: no robustmsa metadata in the Parquet schema")
-        self.meta = DatasetMeta.from_json(raw_meta)
+        try:
+            self.meta = DatasetMeta.from_json(raw_meta)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{self.path}: corrupt robustmsa metadata ({exc!r})") from exc
         missing = [c for c in arrow_schema(self.meta).names if c not in table.column_names]
         if missing:
             raise DataError(f"{self.path}: missing columns {missing}")

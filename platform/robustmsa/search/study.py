@@ -95,7 +95,6 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
 
     from robustmsa.search.space import define_by_run
     from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
-    from robustmsa.training.trainer import resolve_backend
     from robustmsa.tracking.runs import (
         STUDY_TAG,
         check_reachable,
@@ -107,6 +106,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         resolve_tracking_uri,
         start_run,
     )
+    from robustmsa.training.trainer import resolve_backend
 
     started = time.time()
     # Per-epoch checkpoints with num_to_keep=1 trip a noisy Tune warning on every report.
@@ -133,7 +133,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         s = config.search
         # A trial that drives a TorchTrainer holds one CPU itself while its workers hold
         # theirs (STACK.md); locally, size the logical CPUs so that max_concurrent trials fit.
-        per_trial = 1 if resolve_backend(config) == "in_process" else 1 + config.training.num_workers
+        in_process = resolve_backend(config) == "in_process"
+        per_trial = 1 if in_process else 1 + config.training.num_workers
         init_ray(s.max_concurrent * per_trial)
         ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
         resources = {"cpu": 1}
@@ -158,6 +159,11 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 ),
                 num_samples=s.num_samples,
                 max_concurrent_trials=s.max_concurrent,
+                # A trial process imports torch and MLflow (about 5 s on 2 cores): reusing the
+                # actor for the next trial saves that per trial (benchmarks/trial_overhead.py).
+                # Not with a TorchTrainer: a stopped trial's thread outlives Tune's reset
+                # timeout while Train shuts down, and reuse then stalled the study here.
+                reuse_actors=in_process,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_name,
             ),

@@ -8,7 +8,9 @@ stops from outside, by `end_dangling_runs` on the driver.
 
 from __future__ import annotations
 
+import http.client
 import math
+import numbers
 import os
 import time
 import urllib.error
@@ -46,8 +48,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             if resp.status == 200:
                 return
             problem = f"HTTP {resp.status}"
-    except (urllib.error.URLError, OSError) as exc:
-        problem = str(getattr(exc, "reason", exc))
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # ValueError / InvalidURL: a malformed URI; HTTPException: not an HTTP server.
+        problem = str(getattr(exc, "reason", exc)) or type(exc).__name__
     raise RobustMSAError(f"MLflow tracking URI {uri}: unreachable ({problem})")
 
 
@@ -88,7 +91,7 @@ def log_metrics(
     items = [
         Metric(k, float(v), now, int(s))
         for k, v, s in metrics
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
     ]
     for i in range(0, len(items), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=items[i : i + MAX_METRICS_PER_BATCH])

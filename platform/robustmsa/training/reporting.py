@@ -9,22 +9,30 @@ inside a Tune trial process), `TrainReporter` (inside Ray Train workers; Ray's
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 Sink = Callable[[dict, int], None]
 
 
 @dataclass
 class LocalReporter:
+    """Keeps the history; copies each checkpoint under ``checkpoint_root`` when given (the
+    loop's checkpoint directory is valid only during the report call, as with Ray)."""
+
     sinks: list[Sink] = field(default_factory=list)
+    checkpoint_root: Path | None = None
     history: list[dict] = field(default_factory=list)
-    checkpoints: list[str] = field(default_factory=list)
+    checkpoints: list[Path] = field(default_factory=list)
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
-        if checkpoint_dir:
-            self.checkpoints.append(checkpoint_dir)
+        if checkpoint_dir and self.checkpoint_root is not None:
+            kept = Path(self.checkpoint_root) / Path(checkpoint_dir).name
+            shutil.copytree(checkpoint_dir, kept)
+            self.checkpoints.append(kept)
         for sink in self.sinks:
             sink(metrics, int(metrics["epoch"]))
 

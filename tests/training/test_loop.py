@@ -1,0 +1,105 @@
+"""The per-worker training loop, run in-process with a local reporter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from robustmsa.config import from_dict
+from robustmsa.data.parquet import open_dataset
+from robustmsa.evaluation.spectrum import evaluate_spectrum
+from robustmsa.evaluation.summaries import spectrum_score
+from robustmsa.spectrum import build_points
+from robustmsa.training.checkpoint import load_state, load_weights
+from robustmsa.training.loop import OBJECTIVE, build_model, run_training
+from robustmsa.training.reporting import LocalReporter
+
+
+def tiny_config(tiny_dataset, **training):
+    return from_dict(
+        {
+            "data": {"source": "parquet", "path": str(tiny_dataset)},
+            "model": {"name": "qa_moe", "params": {"hidden": 16, "expert_hidden": 32}},
+            "training": {"epochs": 3, "batch_size": 32, "seed": 0, **training},
+        }
+    )
+
+
+def train(config, tmp_path=None):
+    torch.set_num_threads(1)
+    reporter = LocalReporter(checkpoint_root=tmp_path)
+    return run_training(config, reporter), reporter
+
+
+def test_reports_every_epoch_with_objective_and_train_metrics(tiny_dataset, tmp_path):
+    outcome, reporter = train(tiny_config(tiny_dataset), tmp_path)
+    assert [h["epoch"] for h in reporter.history] == [1, 2, 3]
+    for h in reporter.history:
+        for key in (OBJECTIVE, "train/loss", "train/task_loss", "val/mae", "val/acc7"):
+            assert key in h
+        assert {"train/aux/uncertainty", "train/aux/load_balance"} <= set(h)
+    scores = [h[OBJECTIVE] for h in reporter.history]
+    assert outcome.best_score == min(scores)
+    assert outcome.best_epoch == scores.index(min(scores)) + 1
+    assert len(reporter.checkpoints) == 3
+    # The spectrum of the best epoch covers clean + 11 missing + 11 noise points.
+    assert len({(r["protocol"], r["level"]) for r in outcome.rows}) == 23
+
+
+def test_best_checkpoint_restores_the_best_epoch(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset)
+    outcome, reporter = train(config, tmp_path)
+    state, rows = load_state(reporter.checkpoints[-1])
+    assert state["best_epoch"] == outcome.best_epoch
+    assert rows == outcome.rows
+    splits = open_dataset(tiny_dataset)
+    model = build_model(config, splits["train"].meta.dims)
+    model.load_state_dict(load_weights(reporter.checkpoints[-1], best=True))
+    points = build_points(config.spectrum.protocols)
+    again = evaluate_spectrum(model, splits["valid"], points, seed=config.spectrum.eval_seed)
+    assert spectrum_score(again) == pytest.approx(outcome.best_score, rel=1e-6)
+
+
+def test_same_config_and_seed_give_the_same_numbers(tiny_dataset):
+    config = tiny_config(tiny_dataset, epochs=2)
+    _, first = train(config)
+    _, second = train(config)
+    assert first.history == second.history
+    _, other = train(tiny_config(tiny_dataset, epochs=2, seed=1))
+    assert other.history[-1][OBJECTIVE] != first.history[-1][OBJECTIVE]
+
+
+def test_early_stopping_after_patience_without_improvement(tiny_dataset):
+    # A learning rate so small that weights cannot change in float32: the validation score is
+    # identical every epoch, so epoch 1 stays best and training stops `patience` epochs later.
+    config = tiny_config(tiny_dataset, epochs=10, patience=2, lr=1e-30)
+    outcome, reporter = train(config)
+    assert [h["epoch"] for h in reporter.history] == [1, 2, 3]
+    assert outcome.stopped_early and outcome.best_epoch == 1 and outcome.epochs_run == 3
+
+
+def test_stop_epoch_follows_patience_rule(tiny_dataset):
+    outcome, reporter = train(tiny_config(tiny_dataset, epochs=6, patience=1))
+    scores = [h[OBJECTIVE] for h in reporter.history]
+    best, expected_stop = float("inf"), 6
+    for epoch, score in enumerate(scores, start=1):
+        if score < best:
+            best = score
+        else:
+            expected_stop = epoch
+            break
+    assert outcome.epochs_run == expected_stop == len(scores)
+
+
+def test_zero_epochs_validates_the_initial_model_once(tiny_dataset):
+    outcome, reporter = train(tiny_config(tiny_dataset, epochs=0))
+    assert len(reporter.history) == 1
+    assert reporter.history[0]["epoch"] == 0
+    assert "train/loss" not in reporter.history[0]
+    assert outcome.best_epoch == 0 and outcome.rows
+
+
+def test_sinks_receive_every_epoch(tiny_dataset):
+    seen = []
+    reporter = LocalReporter(sinks=[lambda metrics, step: seen.append(step)])
+    run_training(tiny_config(tiny_dataset, epochs=2), reporter)
+    assert seen == [1, 2]
