@@ -69,6 +69,9 @@ def init_ray(logical_cpus: int = 2) -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
+        # A private local cluster needs no token auth; without this, a token file left in
+        # ~/.ray by another cluster would switch auth on (STACK.md).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
             address="local",
             num_cpus=max(logical_cpus, os.cpu_count() or 2),
