@@ -405,3 +405,27 @@ def test_corrupt_robustmsa_metadata_raises_data_error(tmp_path, written, raw):
     with pytest.raises(DataError) as info:
         ParquetSplit(path)
     assert str(path) in str(info.value)
+
+
+def test_optional_text_ids_and_raw_text_round_trip(tmp_path):
+    def split(n, offset):
+        return SplitArrays(
+            ids=[f"s{offset + i}" for i in range(n)],
+            labels=np.zeros(n, np.float32),
+            frames={m: [np.ones((2, 3), np.float32)] * n for m in MODALITIES},
+            present={m: np.ones(n, bool) for m in MODALITIES},
+            text_ids=[np.array([101, 7 + i, 102]) for i in range(n)],
+            raw_text=[f"clip {offset + i}" for i in range(n)],
+        )
+
+    meta = DatasetMeta("opt", {m: 3 for m in MODALITIES}, (-3.0, 3.0), "test")
+    splits = {"train": split(3, 0), "valid": split(2, 10), "test": split(2, 20)}
+    root = write_dataset(tmp_path / "ds", splits, meta)
+    table = pq.read_table(root / "valid.parquet")
+    assert table.column("text_ids").to_pylist() == [[101, 7, 102], [101, 8, 102]]
+    assert table.column("raw_text").to_pylist() == ["clip 10", "clip 11"]
+    assert open_dataset(root)["valid"].meta.optional_columns == ["text_ids", "raw_text"]
+    mixed = dict(splits, test=SplitArrays(**{**split(2, 20).__dict__, "raw_text": None}))
+    with pytest.raises(DataError, match="disagree on optional columns"):
+        write_dataset(tmp_path / "mixed", mixed, meta)
+    assert not (tmp_path / "mixed").exists()

@@ -19,7 +19,13 @@ import pyarrow.parquet as pq
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.schema import METADATA_KEY, SPLITS, DatasetMeta, arrow_schema
+from robustmsa.data.schema import (
+    METADATA_KEY,
+    OPTIONAL_COLUMNS,
+    SPLITS,
+    DatasetMeta,
+    arrow_schema,
+)
 from robustmsa.errors import DataError
 
 
@@ -29,12 +35,18 @@ class SplitArrays:
 
     ``frames[m]`` is a list of ``N`` float32 arrays of shape ``(T_i, d_m)`` (``T_i = 0`` when
     the modality is absent); ``present[m]`` is bool ``(N,)``; ``labels`` float32 ``(N,)``.
+    Optional: ``text_ids`` (``N`` int arrays of token ids) and ``raw_text`` (``N`` strings).
     """
 
     ids: list[str]
     labels: np.ndarray
     frames: dict[str, list[np.ndarray]]
     present: dict[str, np.ndarray]
+    text_ids: list[np.ndarray] | None = None
+    raw_text: list[str] | None = None
+
+    def optional_columns(self) -> list[str]:
+        return [c for c in OPTIONAL_COLUMNS if getattr(self, c) is not None]
 
 
 def _digest(splits: dict[str, SplitArrays]) -> str:
@@ -49,6 +61,11 @@ def _digest(splits: dict[str, SplitArrays]) -> str:
             for x in s.frames[m]:
                 h.update(np.int64(len(x)).tobytes())
                 h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        for ids in s.text_ids or []:
+            h.update(np.int64(len(ids)).tobytes())
+            h.update(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
+        if s.raw_text is not None:
+            h.update("\x00".join(s.raw_text).encode())
     return h.hexdigest()[:16]
 
 
@@ -87,6 +104,12 @@ def _table(split: SplitArrays, meta: DatasetMeta) -> pa.Table:
         columns[m] = pa.ListArray.from_arrays(pa.array(offsets), frames)
         columns[f"{m}_length"] = pa.array(lengths)
         columns[f"{m}_present"] = pa.array(np.asarray(split.present[m], dtype=bool))
+    if split.text_ids is not None:
+        columns["text_ids"] = pa.array(
+            [np.asarray(t, dtype=np.int32) for t in split.text_ids], pa.list_(pa.int32())
+        )
+    if split.raw_text is not None:
+        columns["raw_text"] = pa.array(split.raw_text, pa.string())
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -98,6 +121,10 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
     out = Path(out_dir)
     if out.exists():
         raise DataError(f"{out}: output directory already exists; remove it or choose another")
+    optional = {name: splits[name].optional_columns() for name in SPLITS}
+    if len({tuple(v) for v in optional.values()}) > 1:
+        raise DataError(f"{out}: splits disagree on optional columns {optional}")
+    meta.optional_columns = optional["train"]
     meta.digest = _digest(splits)
     meta.feature_mean, meta.feature_std = _train_stats(splits["train"], meta.dims)
     out.parent.mkdir(parents=True, exist_ok=True)

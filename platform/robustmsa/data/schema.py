@@ -6,7 +6,9 @@ One row per sample:
 - ``id`` (string), ``label`` (float32);
 - per modality ``m`` in ``text, audio, vision``: ``m`` (list of frames, each a fixed-size list
   of ``d_m`` float32), ``m_length`` (int32, number of frames) and ``m_present`` (bool: the
-  modality exists for this sample; an absent modality has zero frames).
+  modality exists for this sample; an absent modality has zero frames);
+- optional (listed in the metadata's ``optional_columns``): ``text_ids`` (list of int32 token
+  ids, e.g. BERT ids with ``[CLS]``/``[SEP]``) and ``raw_text`` (string).
 
 Dataset-level metadata sits in the Parquet schema metadata under the key ``robustmsa`` as JSON:
 name, feature dims, label range, source, content digest and the train-split per-feature mean
@@ -23,6 +25,7 @@ import pyarrow as pa
 from robustmsa.data.batch import MODALITIES
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("text_ids", "raw_text")
 METADATA_KEY = b"robustmsa"
 
 
@@ -41,6 +44,7 @@ class DatasetMeta:
     digest: str = ""
     feature_mean: dict[str, list[float]] = field(default_factory=dict)
     feature_std: dict[str, list[float]] = field(default_factory=dict)
+    optional_columns: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -62,4 +66,8 @@ def arrow_schema(meta: DatasetMeta) -> pa.Schema:
             pa.field(f"{m}_length", pa.int32()),
             pa.field(f"{m}_present", pa.bool_()),
         ]
+    if "text_ids" in meta.optional_columns:
+        fields.append(pa.field("text_ids", pa.list_(pa.int32())))
+    if "raw_text" in meta.optional_columns:
+        fields.append(pa.field("raw_text", pa.string()))
     return pa.schema(fields, metadata={METADATA_KEY: meta.to_json()})
