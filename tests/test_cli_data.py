@@ -13,7 +13,7 @@ def test_data_synth_writes_a_readable_dataset(tmp_path, capsys):
     )
     splits = open_dataset(tmp_path / "d")
     assert [len(s) for s in splits.values()] == [160, 48, 48]
-    assert "seed 3" in splits["train"].meta.source
+    assert "seed=3" in splits["train"].meta.source
     assert str(tmp_path / "d") in capsys.readouterr().out
 
 
