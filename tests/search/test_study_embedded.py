@@ -9,6 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from paths import REPO
 from robustmsa.config import from_dict, load
+from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import RobustMSAError
 from robustmsa.search.study import SEARCH_METRIC, run_study
 
@@ -52,6 +53,17 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
         k, e = (int(child.data.params[f"model.params.{p}"]) for p in ("top_k", "num_experts"))
         assert 1 <= k <= e <= 8
         assert "spectrum/noise/all/mae" in child.data.metrics
+    # Provenance: the dataset is an input of every trial run and of the study run.
+    digest = None
+    for run_id in [result.parent_run_id] + [c.info.run_id for c in children]:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert len(inputs) == 1
+        assert inputs[0].dataset.name == "synthetic-tiny"
+        assert digest in (None, inputs[0].dataset.digest)
+        digest = inputs[0].dataset.digest
+        assert '"train": 160' in inputs[0].dataset.profile
+    dataset = open_dataset(tmp_path / "data" / "synthetic-tiny-seed0")
+    assert digest == dataset["train"].meta.digest
     # The exported best config is complete and re-runnable: it loads and validates as is.
     text = client.download_artifacts(result.parent_run_id, "best_config.yaml", str(tmp_path))
     with open(text) as f:

@@ -98,6 +98,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
 
     from robustmsa.search.space import define_by_run
     from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
         STUDY_TAG,
         check_reachable,
@@ -120,7 +121,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     base = absolutize(config, root)
     d = base["data"]
     # Fails now, before any run exists, when the dataset is missing; makes synthetic data.
-    dataset_dir(
+    data_root = dataset_dir(
         d["source"], path=d["path"], preset=d["preset"], seed=d["seed"], cache_dir=d["cache_dir"]
     )
     client = MlflowClient(uri)
@@ -133,6 +134,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
+        log_dataset_input(client, parent, data_root, context="study")
         s = config.search
         # A trial that drives a TorchTrainer holds one CPU itself while its workers hold
         # theirs (STACK.md); locally, size the logical CPUs so that max_concurrent trials fit.

@@ -25,6 +25,8 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from robustmsa.config import from_dict
+from robustmsa.data.source import dataset_dir
+from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import TRIAL_TAG, MlflowEpochSink, flatten, log_params, start_run
 from robustmsa.tracking.spectrum import log_spectrum
 from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, load_state
@@ -57,6 +59,11 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
     try:
         log_params(client, run_id, flatten(config.to_dict()))
         log_params(client, run_id, {"training.resolved_backend": resolve_backend(config)})
+        d = config.data
+        root = dataset_dir(
+            d.source, path=d.path, preset=d.preset, seed=d.seed, cache_dir=d.cache_dir
+        )
+        log_dataset_input(client, run_id, root, context="training")
         fit(
             config,
             sinks=[MlflowEpochSink(ctx.tracking_uri, run_id)],
