@@ -91,9 +91,14 @@ def _fmt(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="robustmsa", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _add_data_commands(sub) -> None:
     data = sub.add_parser("data", help="datasets").add_subparsers(
         dest="data_command", required=True
     )
@@ -101,14 +106,98 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--preset", default="tiny")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True)
+
+    inspect = data.add_parser("inspect", help="splits, counts, dims, presence, labels, digest")
+    inspect.add_argument("path", type=Path)
+
+    imp = data.add_parser("import", help="import a source dataset to Parquet")
+    fmt = imp.add_subparsers(dest="format", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", type=Path, required=True, help="new dataset directory")
+    common.add_argument("--name", default=None, help="dataset name (default: from the source)")
+    common.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    mmsa = fmt.add_parser("mmsa", parents=[common], help="MMSA pickle (aligned/unaligned)")
+    mmsa.add_argument("src", type=Path)
+    mmsa.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling SRC: a pickle can run arbitrary code, use only files you trust",
+    )
+
+    mfn = fmt.add_parser("mfn", parents=[common], help="MFN-style HDF5 folder")
+    mfn.add_argument("src", type=Path)
+    labels = mfn.add_mutually_exclusive_group()
+    labels.add_argument("--label-column", type=int, default=None, help="take label column K")
+    labels.add_argument(
+        "--label-values", type=_float_list, default=None, help="one-hot classes to v0,v1,..."
+    )
+    mfn.add_argument("--label-range", type=_float_list, default=None, help="lo,hi")
+
+    csd = fmt.add_parser("csd", parents=[common], help="CMU-MultimodalSDK .csd sequences")
+    csd.add_argument("src", type=Path, help="folder holding the .csd files and the folds file")
+    for m in ("text", "audio", "vision"):
+        csd.add_argument(f"--{m}", default=None, help=f"{m} .csd file in SRC")
+    csd.add_argument("--labels", required=True, help="labels .csd file in SRC")
+    csd.add_argument("--folds", required=True, help="JSON {train|valid|test: [video ids]} in SRC")
+    csd.add_argument("--reference", default="text", help="modality whose intervals align")
+
+
+def _run_data_command(args) -> None:
+    if args.data_command == "synth":
+        from robustmsa.data.synthetic import generate
+
+        out = generate(args.preset, args.out, args.seed)
+        print(f"wrote synthetic dataset {args.preset!r} (seed {args.seed}) to {out}")
+    elif args.data_command == "inspect":
+        from robustmsa.data.inspect import format_inspection, inspect_dataset
+
+        print(format_inspection(inspect_dataset(args.path)))
+    elif args.data_command == "import":
+        print(_import(args).format())
+
+
+def _import(args):
+    progress = not args.quiet
+    if args.format == "mmsa":
+        from robustmsa.data.importers.mmsa import import_mmsa
+
+        return import_mmsa(
+            args.src, args.out, trust_pickle=args.trust_pickle, name=args.name,
+            show_progress=progress,
+        )  # fmt: skip
+    if args.format == "mfn":
+        from robustmsa.data.importers.mfn import import_mfn
+
+        label_range = None
+        if args.label_range is not None:
+            if len(args.label_range) != 2:
+                raise RobustMSAError(f"--label-range: expected lo,hi, got {args.label_range}")
+            label_range = (args.label_range[0], args.label_range[1])
+        return import_mfn(
+            args.src, args.out, name=args.name, label_column=args.label_column,
+            label_values=args.label_values, label_range=label_range, show_progress=progress,
+        )  # fmt: skip
+    from robustmsa.data.importers.csd import import_csd
+
+    sources = {
+        m: args.src / getattr(args, m) for m in ("text", "audio", "vision") if getattr(args, m)
+    }
+    return import_csd(
+        sources, args.src / args.labels, args.src / args.folds, args.out,
+        reference=args.reference, name=args.name, show_progress=progress,
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="robustmsa", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        if args.command == "data" and args.data_command == "synth":
-            from robustmsa.data.synthetic import generate
-
-            out = generate(args.preset, args.out, args.seed)
-            print(f"wrote synthetic dataset {args.preset!r} (seed {args.seed}) to {out}")
+        if args.command == "data":
+            _run_data_command(args)
     except RobustMSAError as exc:
         return _fail(str(exc))
     return 0
