@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
+from paths import SHARED_DATA
 from robustmsa.data.batch import MODALITIES
+from robustmsa.data.oracle import Oracle
 from robustmsa.data.parquet import open_dataset
 from robustmsa.data.source import dataset_dir
-from robustmsa.data.synthetic import PRESETS, ensure_synthetic, generate
+from robustmsa.data.synthetic import (
+    GENERATOR_FILE,
+    MOSI_LABELS_ENV,
+    PRESETS,
+    SynthPreset,
+    ensure_synthetic,
+    generate,
+    read_generator,
+    read_mosi_labels,
+)
 from robustmsa.errors import DataError
 
 # The tiny preset as documented in synthetic.py.
 TINY_SIZES = {"train": 160, "valid": 48, "test": 48}
 TINY_LENGTHS = {"text": 8, "audio": 10, "vision": 12}
 TINY_DIMS = {"text": 16, "audio": 5, "vision": 7}
+MOSI_LABELS = SHARED_DATA / "cmu-mosi-labels"
+needs_mosi_labels = pytest.mark.skipif(
+    not (MOSI_LABELS / "y_train.h5").is_file(), reason="shared cmu-mosi-labels absent"
+)
 
 
 def test_generate_is_deterministic_in_preset_and_seed(tmp_path, tiny_dataset):
@@ -166,3 +183,182 @@ def test_dataset_dir_synthetic_uses_cache(tmp_path):
     assert got.is_dir()
     assert got.parent == tmp_path
     assert "seed=2" in open_dataset(got)["test"].meta.source
+
+
+# --- generator parameters, presets, label maps ------------------------------------------------
+
+
+def test_dataset_holds_its_generator_deterministically(tmp_path, tiny_dataset):
+    names = sorted(p.name for p in tiny_dataset.iterdir())
+    assert names == [GENERATOR_FILE, "test.parquet", "train.parquet", "valid.parquet"]
+    base = read_generator(tiny_dataset / GENERATOR_FILE)
+    again = read_generator(generate("tiny", tmp_path / "again", seed=0) / GENERATOR_FILE)
+    other = read_generator(generate("tiny", tmp_path / "other", seed=1) / GENERATOR_FILE)
+    assert base.digest == open_dataset(tiny_dataset)["train"].meta.digest
+    for m in MODALITIES:
+        for name in ("A", "B", "C"):
+            np.testing.assert_array_equal(getattr(base, name)[m], getattr(again, name)[m])
+        assert base.A[m].shape == (PRESETS["tiny"].latent_dim, TINY_DIMS[m])
+    assert not np.array_equal(base.A["text"], other.A["text"])
+    assert base.s == PRESETS["tiny"].informativeness
+    # s = w.z + tau nu is standardised: |w|^2 + tau^2 = 1.
+    assert float(base.w @ base.w) + base.tau**2 == pytest.approx(1.0)
+    assert base.label_map.kind == "linear"
+    # Assembled in a hidden sibling and renamed: nothing is left next to the dataset.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "other"]
+
+
+def test_real_dataset_presets_have_the_reference_shapes():
+    """REFERENCE.md: MOSI aligned_50, MOSEI unaligned_50, CH-SIMS unaligned_39."""
+    expected = {
+        "mosi": ((1284, 229, 686), (50, 50, 50), (768, 5, 20), (-3.0, 3.0)),
+        "mosei": ((16326, 1871, 4659), (50, 500, 500), (768, 74, 35), (-3.0, 3.0)),
+        "sims": ((1368, 456, 457), (39, 400, 55), (768, 33, 709), (-1.0, 1.0)),
+    }
+    for name, (sizes, lengths, dims, label_range) in expected.items():
+        preset = PRESETS[name]
+        assert tuple(preset.split_sizes[s] for s in ("train", "valid", "test")) == sizes
+        assert tuple(preset.lengths[m] for m in MODALITIES) == lengths
+        assert tuple(preset.dims[m] for m in MODALITIES) == dims
+        assert preset.label_range == label_range
+        inf = preset.informativeness
+        assert inf["text"] > inf["audio"] and inf["text"] > inf["vision"], name
+    assert PRESETS["mosi"].label_map == "mosi"
+
+
+@pytest.mark.parametrize("name", ["sims", "mosei"])
+def test_large_presets_generate_with_their_shapes(tmp_path, name):
+    """The real shapes with a handful of samples (the full MOSEI is ~5.7 GB)."""
+    small = dataclasses.replace(PRESETS[name], split_sizes={"train": 6, "valid": 3, "test": 3})
+    root = generate(small, tmp_path / name, seed=0, name=name)
+    splits = open_dataset(root)
+    preset = PRESETS[name]
+    for split in splits.values():
+        assert split.meta.name == f"synthetic-{name}"
+        assert split.meta.dims == preset.dims
+        lo, hi = preset.label_range
+        assert split.meta.label_range == (lo, hi)
+        y = split.labels.numpy()
+        assert y.min() >= lo and y.max() <= hi
+        b = split.batch(np.arange(len(split)))
+        for m in MODALITIES:
+            lengths = b.masks[m].sum(1).numpy()
+            assert lengths.min() >= math.ceil(preset.lengths[m] / 2)
+            assert lengths.max() <= preset.lengths[m]
+    assert Oracle.load(root).predict(b).shape == (3,)
+
+
+def test_generate_takes_a_preset_instance(tmp_path):
+    custom = SynthPreset(
+        split_sizes={"train": 20, "valid": 5, "test": 5},
+        lengths={"text": 3, "audio": 4, "vision": 2},
+        dims={"text": 6, "audio": 2, "vision": 3},
+        label_range=(-1.0, 1.0),
+        label_scale=0.5,
+    )
+    root = generate(custom, tmp_path / "c", seed=2)
+    meta = open_dataset(root)["train"].meta
+    assert meta.name == "synthetic-custom"
+    assert meta.dims == custom.dims
+    assert "preset=custom seed=2 labels=linear" in meta.source
+    with pytest.raises(ValueError, match="label_noise"):
+        dataclasses.replace(custom, label_noise=1.0)
+    with pytest.raises(ValueError, match="label_map"):
+        dataclasses.replace(custom, label_map="quantile")
+
+
+def _mosi_shaped_small() -> SynthPreset:
+    """The MOSI label map on tiny shapes: the label distribution without the 768-dim frames."""
+    return dataclasses.replace(
+        PRESETS["tiny"], split_sizes={"train": 50, "valid": 10, "test": 10}, label_map="mosi"
+    )
+
+
+def test_mosi_label_map_falls_back_to_linear_without_the_label_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(MOSI_LABELS_ENV, str(tmp_path / "no-such-folder"))
+    root = generate(_mosi_shaped_small(), tmp_path / "d", seed=0, name="mosi")
+    split = open_dataset(root)["train"]
+    assert "labels=linear-fallback" in split.meta.source
+    y = split.labels.numpy()
+    assert y.min() >= -3.0 and y.max() <= 3.0
+    assert len(np.unique(y)) > 40  # continuous, not the real label values
+    assert read_generator(root / GENERATOR_FILE).label_map.kind == "linear"
+
+
+@needs_mosi_labels
+def test_mosi_label_file_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(MOSI_LABELS_ENV, str(MOSI_LABELS / "y_train.h5"))
+    root = generate(_mosi_shaped_small(), tmp_path / "d", seed=0, name="mosi")
+    split = open_dataset(root)["train"]
+    assert "labels=mosi-quantile" in split.meta.source
+    real = set(np.float32(read_mosi_labels(MOSI_LABELS / "y_train.h5")).tolist())
+    assert set(split.labels.numpy().tolist()) <= real
+
+
+@pytest.fixture(scope="module")
+def mosi(tmp_path_factory):
+    """The full synthetic MOSI, seed 0 (a few seconds, once)."""
+    if not (MOSI_LABELS / "y_train.h5").is_file():
+        pytest.skip("shared cmu-mosi-labels absent")
+    return generate("mosi", tmp_path_factory.mktemp("mosi") / "mosi", seed=0)
+
+
+def test_mosi_sizes_shapes_and_source(mosi):
+    splits = open_dataset(mosi)
+    assert {k: len(v) for k, v in splits.items()} == PRESETS["mosi"].split_sizes
+    meta = splits["train"].meta
+    assert meta.name == "synthetic-mosi"
+    assert meta.dims == {"text": 768, "audio": 5, "vision": 20}
+    assert "labels=mosi-quantile" in meta.source
+    b = splits["valid"].batch(np.arange(8))
+    assert {m: b.features[m].shape[-1] for m in MODALITIES} == meta.dims
+    assert max(b.features[m].shape[1] for m in MODALITIES) <= 50
+
+
+def test_mosi_labels_follow_the_real_distribution(mosi):
+    """Labels are the real MOSI train labels' quantile function of a standard normal score.
+
+    Pooled over the 2199 synthetic labels, each real value appears with its real frequency:
+    quantiles agree within 0.25 (about one label step of 0.2; their sampling error is ~0.05),
+    the exact-zero share (real 53/1284 = 4.1 %) within 1.5 points (standard error 0.42), and
+    the Kolmogorov distance to the real train distribution stays below 0.05 (the 1 % critical
+    value for 2199 draws is 0.035).
+    """
+    # Compared in float32, the stored label precision (0.2 is not 0.2f).
+    real = np.sort(read_mosi_labels(MOSI_LABELS / "y_train.h5")).astype(np.float32)
+    splits = open_dataset(mosi)
+    y = np.concatenate([s.labels.numpy() for s in splits.values()])
+    assert set(y.tolist()) <= set(real.tolist())
+    qs = np.linspace(0.05, 0.95, 19)
+    gap = np.abs(
+        np.quantile(y, qs, method="inverted_cdf") - np.quantile(real, qs, method="inverted_cdf")
+    )
+    assert gap.max() <= 0.25 + 1e-6, gap
+    assert abs(np.mean(y == 0.0) - np.mean(real == 0.0)) < 0.015
+    grid = np.unique(real)
+    ks = np.abs(
+        np.searchsorted(np.sort(y), grid, side="right") / len(y)
+        - np.searchsorted(real, grid, side="right") / len(real)
+    ).max()
+    assert ks < 0.05, ks
+
+
+def test_mosi_oracle_predicts_a_median_of_the_discrete_label(mosi):
+    """With the real (discrete) MOSI labels the oracle's prediction is a posterior median:
+    on average at most half the labels lie strictly below it and at least half at or below.
+    915 held-out samples: standard error 0.017 per share, tolerance 0.06 (3.5 of them)."""
+    orc = Oracle.load(mosi)
+    below, at_or_below = [], []
+    for name in ("valid", "test"):
+        split = open_dataset(mosi)[name]
+        for batch in split.batches(256):
+            pred = orc.predict(batch)
+            below.append(batch.labels < pred)
+            at_or_below.append(batch.labels <= pred)
+    below_share = torch.cat(below).double().mean().item()
+    at_share = torch.cat(at_or_below).double().mean().item()
+    assert below_share <= 0.5 + 0.06, below_share
+    assert at_share >= 0.5 - 0.06, at_share
+    # The prior median is a real label value: the lower median of the train labels.
+    real = np.sort(read_mosi_labels(MOSI_LABELS / "y_train.h5"))
+    assert orc.prior_median() == pytest.approx(real[math.ceil(len(real) / 2) - 1])

@@ -1,34 +1,88 @@
-"""A synthetic MSA benchmark with a known linear-Gaussian generative model.
+"""A synthetic MSA benchmark with a known linear-Gaussian generative model (DESIGN.md §2).
 
-Per sample: a shared sentiment latent ``z ~ N(0, I_K)``, a private latent ``u_m ~ N(0, I_P)`` per
-modality, and per frame a nuisance ``n_t ~ N(0, I_Q)``. Frame ``t`` of modality ``m`` is
+Because the model is known, the Bayes-optimal prediction under any corruption of the spectrum
+is computable exactly (`robustmsa.data.oracle`): the ceiling every model is measured against.
 
-    x_t = s_m * z A_m + u_m B_m + n_t C_m + sigma * eps_t,
+Generative model, per sample (``K, P, Q`` = ``latent_dim, private_dim, nuisance_dim``):
 
-with fixed random projections drawn from the seed and an informativeness ``s_m`` per modality
-(text dominant by default). The label is ``y = clip(scale * w.z + noise, lo, hi)``. Lengths vary
-per sample between half the preset length and the full length.
+- shared sentiment latent ``z ~ N(0, I_K)``;
+- per modality ``m`` a private latent ``u_m ~ N(0, I_P)``, constant over the sample's frames;
+- per frame ``t`` a nuisance ``n_t ~ N(0, I_Q)`` and white noise ``eps_t ~ N(0, I_d)``;
+- frame ``t`` of modality ``m`` (a row vector of ``d_m`` features)::
 
-This is the thin generator of the walking skeleton: the data-layer issue adds the real MOSI
-label distribution and the exact Bayes oracle on top of the same model.
+      x_t = s_m z A_m + u_m B_m + n_t C_m + sigma_m eps_t
+
+  with fixed projections ``A_m (K, d_m)``, ``B_m (P, d_m)``, ``C_m (Q, d_m)`` drawn once from
+  the seed with i.i.d. ``N(0, 1/d_m)`` entries (``B``, ``C`` times ``private_scale``,
+  ``nuisance_scale``), so that each latent direction has about unit norm in feature space and
+  the information a frame carries does not grow with ``d_m``; ``s_m`` (``informativeness``) and
+  ``sigma_m`` (``emission_noise``) per modality set how much each modality tells about ``z``
+  (text dominant by default);
+- lengths: each modality's frame count is uniform on ``[ceil(T_m / 2), T_m]``;
+- sentiment score ``s = w . z + tau nu``, ``nu ~ N(0, 1)``, with ``|w|^2 = 1 - tau^2`` so that
+  ``s ~ N(0, 1)`` marginally (``tau`` = ``label_noise``, the part of the score no modality
+  carries: annotator disagreement);
+- label ``y = g(s)``, a fixed non-decreasing map (`LabelMap`):
+
+  * ``"linear"``: ``g(s) = clip(center + scale * s, lo, hi)`` (``label_center``,
+    ``label_scale``, ``label_range``);
+  * ``"mosi"``: the empirical quantile function of the real CMU-MOSI train labels
+    (``cmu-mosi-labels/y_train.h5``, 1284 values) composed with the normal CDF,
+    ``g(s) = y_(k)``, ``k = ceil(Phi(s) N)`` (clamped to ``1..N``), ``y_(1) <= ... <= y_(N)`` the
+    sorted real labels. Each real label value is hit with probability ``1/N`` per copy, so the
+    synthetic labels take exactly the real values with the real frequencies, discrete atoms
+    included (about 4.1 % exact zeros, which matters for Has0/Non0 Acc-2). When that file is
+    absent the map falls back to the linear one (``center 0, scale 1.5`` into ``[-3, 3]``) and
+    the dataset's ``source`` says ``labels=linear-fallback``. The file is found through the
+    environment variable ``ROBUSTMSA_MOSI_LABELS`` (the file or its folder), else at
+    ``<repository>/../shared/data/cmu-mosi-labels/y_train.h5``. Nodes of a cluster that differ
+    in having the file generate different data (different digest and ``source``).
+
+Generation is deterministic in ``(preset, seed)`` (and, for ``mosi``, the label file). The
+generator's parameters are stored in the dataset directory as ``generator.npz``
+(`GENERATOR_FILE`, format in `write_generator`), so the oracle can be loaded from the dataset
+alone; a dataset without the file (imported real data) has no oracle.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.parquet import SplitArrays, write_dataset
 from robustmsa.data.schema import SPLITS, DatasetMeta
 from robustmsa.errors import DataError
 
+GENERATOR_FILE = "generator.npz"
+GENERATOR_FORMAT = 1
+MOSI_LABELS_ENV = "ROBUSTMSA_MOSI_LABELS"
+# <repo>/platform/robustmsa/data/synthetic.py -> <repo>/../shared/data/cmu-mosi-labels (an
+# editable checkout; elsewhere the path simply does not exist).
+_HERE = Path(__file__).resolve()
+_DEFAULT_MOSI_LABELS = (
+    _HERE.parents[4] / "shared" / "data" / "cmu-mosi-labels" if len(_HERE.parents) > 4 else None
+)
+# Samples generated per chunk: bounds the temporaries of the large presets (MOSEI). Part of
+# the draw order, hence of the data: changing it changes every dataset.
+_CHUNK = 256
+
 
 @dataclass(frozen=True)
 class SynthPreset:
-    """Shapes and sizes of one synthetic dataset."""
+    """Shapes, sizes and generative parameters of one synthetic dataset (module docstring).
+
+    ``emission_noise`` is ``sigma_m``: one float for every modality or a dict per modality.
+    ``label_map`` is ``"linear"`` or ``"mosi"``; ``label_scale``/``label_center`` define the
+    linear map (also the fallback of ``"mosi"``); ``label_noise`` is ``tau`` in [0, 1).
+    """
 
     split_sizes: dict[str, int]
     lengths: dict[str, int]
@@ -40,74 +94,331 @@ class SynthPreset:
     latent_dim: int = 4
     private_dim: int = 4
     nuisance_dim: int = 4
-    emission_noise: float = 0.5
+    emission_noise: float | dict[str, float] = 0.5
+    private_scale: float = 1.0
+    nuisance_scale: float = 1.0
+    label_map: str = "linear"
     label_scale: float = 1.5
+    label_center: float = 0.0
     label_noise: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("split_sizes", "lengths", "dims", "informativeness"):
+            value = getattr(self, name)
+            missing = [
+                k for k in (SPLITS if name == "split_sizes" else MODALITIES) if k not in value
+            ]
+            if missing:
+                raise ValueError(f"{name}: missing {missing}")
+        if any(v < 1 for v in self.split_sizes.values()):
+            raise ValueError(f"split_sizes: every split needs >= 1 sample, got {self.split_sizes}")
+        if any(v < 1 for v in self.lengths.values()) or any(v < 1 for v in self.dims.values()):
+            raise ValueError(f"lengths/dims: must be >= 1, got {self.lengths} / {self.dims}")
+        if min(self.latent_dim, self.private_dim, self.nuisance_dim) < 1:
+            raise ValueError("latent_dim, private_dim, nuisance_dim: must be >= 1")
+        if any(s <= 0 for s in self.sigmas().values()):
+            raise ValueError(f"emission_noise: must be > 0, got {self.emission_noise}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ValueError(f"label_noise: must be in [0, 1), got {self.label_noise}")
+        if self.label_map not in ("linear", "mosi"):
+            raise ValueError(f"label_map: 'linear' or 'mosi', got {self.label_map!r}")
+        lo, hi = self.label_range
+        if not lo < hi or self.label_scale <= 0:
+            raise ValueError(
+                f"label_range/label_scale: need lo < hi and scale > 0, got "
+                f"{self.label_range} / {self.label_scale}"
+            )
+
+    def sigmas(self) -> dict[str, float]:
+        """``sigma_m`` per modality."""
+        if isinstance(self.emission_noise, dict):
+            return {m: float(self.emission_noise[m]) for m in MODALITIES}
+        return {m: float(self.emission_noise) for m in MODALITIES}
 
 
 PRESETS: dict[str, SynthPreset] = {
-    # MMSA aligned_50 MOSI shapes and the standard CMU-MOSI split sizes (REFERENCE.md).
+    # MMSA aligned_50 MOSI shapes, the standard CMU-MOSI split sizes (REFERENCE.md) and the
+    # real MOSI label distribution. Text carries most of the sentiment, audio and vision little
+    # (as on the real data, where unimodal audio/vision models are near the constant).
     "mosi": SynthPreset(
         split_sizes={"train": 1284, "valid": 229, "test": 686},
         lengths={"text": 50, "audio": 50, "vision": 50},
         dims={"text": 768, "audio": 5, "vision": 20},
+        informativeness={"text": 0.45, "audio": 0.4, "vision": 0.15},
+        emission_noise=1.0,
+        label_map="mosi",
+        label_noise=0.3,
     ),
-    # Small enough for unit tests and smoke studies in seconds.
+    # MMSA unaligned_50 MOSEI shapes and split sizes: ~5.7 GB of float32 frames (generation
+    # holds them in memory); not used by the tests.
+    "mosei": SynthPreset(
+        split_sizes={"train": 16326, "valid": 1871, "test": 4659},
+        lengths={"text": 50, "audio": 500, "vision": 500},
+        dims={"text": 768, "audio": 74, "vision": 35},
+        informativeness={"text": 0.45, "audio": 0.05, "vision": 0.05},
+        emission_noise=1.0,
+        label_scale=1.0,
+        label_noise=0.35,
+    ),
+    # MMSA unaligned_39 CH-SIMS shapes; split sizes 1368/456/457; labels in [-1, 1].
+    "sims": SynthPreset(
+        split_sizes={"train": 1368, "valid": 456, "test": 457},
+        lengths={"text": 39, "audio": 400, "vision": 55},
+        dims={"text": 768, "audio": 33, "vision": 709},
+        informativeness={"text": 0.4, "audio": 0.04, "vision": 0.15},
+        emission_noise=1.0,
+        label_range=(-1.0, 1.0),
+        label_scale=0.5,
+        label_noise=0.3,
+    ),
+    # Small enough for unit tests and smoke studies in seconds; very informative, so a small
+    # model learns it in a few hundred steps.
     "tiny": SynthPreset(
         split_sizes={"train": 160, "valid": 48, "test": 48},
         lengths={"text": 8, "audio": 10, "vision": 12},
         dims={"text": 16, "audio": 5, "vision": 7},
+        informativeness={"text": 2.0, "audio": 1.0, "vision": 0.8},
+        label_noise=0.2,
     ),
 }
 
 
-def _split(
-    rng: np.random.Generator, preset: SynthPreset, proj: dict, n: int, split: str
-) -> SplitArrays:
-    k = preset.latent_dim
-    z = rng.standard_normal((n, k))
-    noise = preset.label_noise * rng.standard_normal(n)
-    labels = np.clip(preset.label_scale * (z @ proj["w"]) + noise, *preset.label_range)
-    frames: dict[str, list[np.ndarray]] = {}
+# --- the label map ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """The fixed non-decreasing map ``g`` from the standardised score ``s`` to the label.
+
+    ``kind == "linear"``: ``clip(center + scale * s, lo, hi)``. ``kind == "quantile"``:
+    ``knots[clamp(ceil(Phi(s) N) - 1, 0, N - 1)]`` with ``knots`` the ``N`` sorted real labels.
+    Because ``g`` is non-decreasing, ``g(median of s)`` is a median of ``g(s)``.
+    """
+
+    kind: str
+    center: float = 0.0
+    scale: float = 1.0
+    lo: float = -math.inf
+    hi: float = math.inf
+    knots: tuple[float, ...] = ()
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        """``g(s)`` elementwise; ``s`` any float tensor, computed in float64."""
+        s = s.to(torch.float64)
+        if self.kind == "linear":
+            return (self.center + self.scale * s).clamp(self.lo, self.hi)
+        if self.kind == "quantile":
+            knots = torch.tensor(self.knots, dtype=torch.float64, device=s.device)
+            n = knots.numel()
+            k = torch.ceil(torch.special.ndtr(s) * n).long() - 1
+            return knots[k.clamp(0, n - 1)]
+        raise ValueError(f"label map kind {self.kind!r} unknown")
+
+    def describe(self) -> str:
+        if self.kind == "linear":
+            return f"linear(center={self.center:g},scale={self.scale:g})"
+        return f"quantile(n={len(self.knots)})"
+
+
+def mosi_label_file() -> Path | None:
+    """The real MOSI train-label file, or None where this machine lacks it (module docstring)."""
+    configured = os.environ.get(MOSI_LABELS_ENV)
+    path = Path(configured) if configured else _DEFAULT_MOSI_LABELS
+    if path is None:
+        return None
+    if path.is_dir():
+        path = path / "y_train.h5"
+    return path if path.is_file() else None
+
+
+def read_mosi_labels(path: str | Path) -> np.ndarray:
+    """The labels in an MFN-style ``y_train.h5`` (dataset ``data``, else ``d1``), float64."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        key = "data" if "data" in f else "d1"
+        y = np.asarray(f[key][()], dtype=np.float64).reshape(-1)
+    if y.size == 0 or not np.all(np.isfinite(y)):
+        raise DataError(f"{path}: expected finite labels in dataset 'data'")
+    return y
+
+
+def _label_map(preset: SynthPreset) -> tuple[LabelMap, str]:
+    """The preset's `LabelMap` and its description for the dataset ``source``."""
+    lo, hi = preset.label_range
+    linear = LabelMap("linear", preset.label_center, preset.label_scale, lo, hi)
+    if preset.label_map == "linear":
+        return linear, "linear"
+    path = mosi_label_file()
+    if path is None:
+        return linear, "linear-fallback (no cmu-mosi-labels/y_train.h5)"
+    knots = np.sort(read_mosi_labels(path))
+    return LabelMap("quantile", lo=lo, hi=hi, knots=tuple(knots.tolist())), "mosi-quantile"
+
+
+# --- generation -------------------------------------------------------------------------------
+
+
+@dataclass
+class GeneratorParams:
+    """Everything the oracle needs; arrays float64. ``A[m]`` (K, d_m), ``B[m]`` (P, d_m),
+    ``C[m]`` (Q, d_m), ``sigma[m]`` and ``s[m]`` floats, ``w`` (K,) with ``|w|^2 = 1 - tau^2``."""
+
+    A: dict[str, np.ndarray]
+    B: dict[str, np.ndarray]
+    C: dict[str, np.ndarray]
+    sigma: dict[str, float]
+    s: dict[str, float]
+    w: np.ndarray
+    tau: float
+    label_map: LabelMap
+    digest: str = ""
+
+
+def _draw_params(rng: np.random.Generator, preset: SynthPreset, label_map: LabelMap):
+    k, p, q = preset.latent_dim, preset.private_dim, preset.nuisance_dim
+    a, b, c = {}, {}, {}
     for m in MODALITIES:
-        t_max, d = preset.lengths[m], preset.dims[m]
-        lengths = rng.integers((t_max + 1) // 2, t_max + 1, size=n)
-        u = rng.standard_normal((n, preset.private_dim))
-        nuisance = rng.standard_normal((n, t_max, preset.nuisance_dim))
-        eps = rng.standard_normal((n, t_max, d), dtype=np.float32)
-        base = preset.informativeness[m] * (z @ proj["A"][m]) + u @ proj["B"][m]  # (n, d)
-        x = base[:, None, :] + nuisance @ proj["C"][m] + preset.emission_noise * eps
-        x = x.astype(np.float32)
-        frames[m] = [x[i, : lengths[i]] for i in range(n)]
+        scale = 1.0 / math.sqrt(preset.dims[m])
+        a[m] = rng.standard_normal((k, preset.dims[m])) * scale
+        b[m] = rng.standard_normal((p, preset.dims[m])) * (scale * preset.private_scale)
+        c[m] = rng.standard_normal((q, preset.dims[m])) * (scale * preset.nuisance_scale)
+    w = rng.standard_normal(k)
+    w *= math.sqrt(1.0 - preset.label_noise**2) / np.linalg.norm(w)
+    return GeneratorParams(
+        A=a,
+        B=b,
+        C=c,
+        sigma=preset.sigmas(),
+        s={m: float(preset.informativeness[m]) for m in MODALITIES},
+        w=w,
+        tau=float(preset.label_noise),
+        label_map=label_map,
+    )
+
+
+def _split(
+    rng: np.random.Generator, preset: SynthPreset, par: GeneratorParams, n: int, split: str
+) -> SplitArrays:
+    k, p, q = preset.latent_dim, preset.private_dim, preset.nuisance_dim
+    z = rng.standard_normal((n, k))
+    score = z @ par.w + par.tau * rng.standard_normal(n)  # s ~ N(0, 1)
+    labels = par.label_map(torch.from_numpy(score)).numpy().astype(np.float32)
+    lengths = {
+        m: rng.integers((preset.lengths[m] + 1) // 2, preset.lengths[m] + 1, size=n)
+        for m in MODALITIES
+    }
+    u = {m: rng.standard_normal((n, p)) for m in MODALITIES}
+    frames: dict[str, list[np.ndarray]] = {m: [] for m in MODALITIES}
+    for lo in range(0, n, _CHUNK):
+        hi = min(lo + _CHUNK, n)
+        for m in MODALITIES:
+            d, lens = preset.dims[m], lengths[m][lo:hi]
+            base = par.s[m] * (z[lo:hi] @ par.A[m]) + u[m][lo:hi] @ par.B[m]  # (n_c, d)
+            total = int(lens.sum())
+            x = rng.standard_normal((total, d), dtype=np.float32)  # eps, all frames of the chunk
+            x *= np.float32(par.sigma[m])
+            x += (rng.standard_normal((total, q)) @ par.C[m]).astype(np.float32)
+            x += np.repeat(base, lens, axis=0).astype(np.float32)
+            frames[m].extend(np.split(x, np.cumsum(lens)[:-1]))
     return SplitArrays(
         ids=[f"{split}-{i:06d}" for i in range(n)],
-        labels=labels.astype(np.float32),
+        labels=labels,
         frames=frames,
         present={m: np.ones(n, dtype=bool) for m in MODALITIES},
     )
 
 
-def generate(preset_name: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Generate the synthetic dataset ``preset_name`` with ``seed`` into ``out_dir``."""
-    if preset_name not in PRESETS:
-        raise DataError(f"synthetic preset {preset_name!r} unknown (known: {sorted(PRESETS)})")
-    preset = PRESETS[preset_name]
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal(preset.latent_dim)
-    proj = {
-        "w": w / np.linalg.norm(w),
-        "A": {m: rng.standard_normal((preset.latent_dim, preset.dims[m])) for m in MODALITIES},
-        "B": {m: rng.standard_normal((preset.private_dim, preset.dims[m])) for m in MODALITIES},
-        "C": {m: rng.standard_normal((preset.nuisance_dim, preset.dims[m])) for m in MODALITIES},
+def write_generator(path: str | Path, par: GeneratorParams) -> None:
+    """Save ``par`` as ``.npz``: ``format``, ``digest``, ``modalities``, ``A_<m>``, ``B_<m>``,
+    ``C_<m>``, ``sigma`` (3,), ``s`` (3,) in `MODALITIES` order, ``w``, ``tau``,
+    ``label_kind``, ``label_linear`` ``[center, scale, lo, hi]``, ``label_knots``."""
+    lm = par.label_map
+    arrays = {
+        "format": np.int64(GENERATOR_FORMAT),
+        "digest": np.str_(par.digest),
+        "modalities": np.array(MODALITIES),
+        "sigma": np.array([par.sigma[m] for m in MODALITIES]),
+        "s": np.array([par.s[m] for m in MODALITIES]),
+        "w": par.w,
+        "tau": np.float64(par.tau),
+        "label_kind": np.str_(lm.kind),
+        "label_linear": np.array([lm.center, lm.scale, lm.lo, lm.hi]),
+        "label_knots": np.array(lm.knots, dtype=np.float64),
     }
-    splits = {s: _split(rng, preset, proj, preset.split_sizes[s], s) for s in SPLITS}
-    meta = DatasetMeta(
-        name=f"synthetic-{preset_name}",
-        dims=dict(preset.dims),
-        label_range=preset.label_range,
-        source=f"robustmsa synthetic preset={preset_name} seed={seed}",
+    for m in MODALITIES:
+        arrays[f"A_{m}"], arrays[f"B_{m}"], arrays[f"C_{m}"] = par.A[m], par.B[m], par.C[m]
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_generator(path: str | Path) -> GeneratorParams:
+    """The `GeneratorParams` saved by `write_generator`."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable generator file ({exc})") from exc
+    if int(data.get("format", -1)) != GENERATOR_FORMAT:
+        raise DataError(f"{path}: generator format {data.get('format')} unsupported")
+    order = [str(m) for m in data["modalities"]]
+    center, scale, lo, hi = (float(v) for v in data["label_linear"])
+    label_map = LabelMap(
+        str(data["label_kind"]), center, scale, lo, hi, tuple(data["label_knots"].tolist())
     )
-    return write_dataset(out_dir, splits, meta)
+    return GeneratorParams(
+        A={m: data[f"A_{m}"] for m in order},
+        B={m: data[f"B_{m}"] for m in order},
+        C={m: data[f"C_{m}"] for m in order},
+        sigma={m: float(v) for m, v in zip(order, data["sigma"], strict=True)},
+        s={m: float(v) for m, v in zip(order, data["s"], strict=True)},
+        w=data["w"],
+        tau=float(data["tau"]),
+        label_map=label_map,
+        digest=str(data["digest"]),
+    )
+
+
+def generate(
+    preset: str | SynthPreset, out_dir: str | Path, seed: int = 0, *, name: str | None = None
+) -> Path:
+    """Generate the synthetic dataset ``preset`` (a `PRESETS` name or a `SynthPreset`) with
+    ``seed`` into the new directory ``out_dir``; returns ``out_dir``.
+
+    The directory (three Parquet splits and `GENERATOR_FILE`) appears atomically: it is
+    assembled in a hidden sibling directory and renamed into place. ``name`` (default: the
+    preset's name, ``"custom"`` for an instance) goes into the dataset name and ``source``.
+    """
+    if isinstance(preset, SynthPreset):
+        spec, label = preset, name or "custom"
+    elif preset in PRESETS:
+        spec, label = PRESETS[preset], name or preset
+    else:
+        raise DataError(f"synthetic preset {preset!r} unknown (known: {sorted(PRESETS)})")
+    out = Path(out_dir)
+    if out.exists():
+        raise DataError(f"{out}: output directory already exists; remove it or choose another")
+    label_map, label_desc = _label_map(spec)
+    rng = np.random.default_rng(seed)
+    par = _draw_params(rng, spec, label_map)
+    splits = {s: _split(rng, spec, par, spec.split_sizes[s], s) for s in SPLITS}
+    lo, hi = spec.label_range
+    meta = DatasetMeta(
+        name=f"synthetic-{label}",
+        dims=dict(spec.dims),
+        label_range=(float(lo), float(hi)),
+        source=f"robustmsa synthetic preset={label} seed={seed} labels={label_desc}",
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.gen.", dir=out.parent))
+    try:
+        written = write_dataset(staging / "dataset", splits, meta)
+        par.digest = meta.digest
+        write_generator(written / GENERATOR_FILE, par)
+        os.replace(written, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 def ensure_synthetic(preset_name: str, cache_dir: str | Path, seed: int = 0) -> Path:
