@@ -14,6 +14,7 @@ import numpy as np
 import paths
 import pyarrow.parquet as pq
 import pytest
+import torch
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.importers.mfn import import_mfn
 from robustmsa.data.parquet import open_dataset
@@ -23,8 +24,10 @@ from robustmsa.errors import DataError
 D = {"text": 4, "audio": 3, "vision": 2}
 N = {"train": 4, "valid": 3, "test": 2}
 T = 5
-# Front padding per split and modality: the number of leading all-zero frames of each sample
-# (T = all frames zero: the sample has no data for that modality).
+# Leading all-zero frames per split, modality and sample (T = all frames zero: the sample has
+# no data for that modality). MFN's padding is the leading steps where EVERY modality of the
+# split is zero (`joint_padding`); a modality's further leading zeros (e.g. words with no face
+# detected) are data and keep the modalities aligned step by step.
 PAD = {
     "train": {"audio": [0, 2, 4, T], "vision": [1, 0, 3, 2]},
     "valid": {"text": [2, 0, T], "audio": [1, 1, 0], "vision": [0, 4, 2]},
@@ -85,12 +88,17 @@ def make_mfn(root: Path, seed: int = 0, labels: str = "scalar") -> dict:
     return data
 
 
-def expected_frames(x: np.ndarray) -> list[np.ndarray]:
-    """Leading all-zero frames removed, float32, non-finite values set to 0."""
+def joint_padding(split: str) -> list[int]:
+    return [min(PAD[split][m][i] for m in PAD[split]) for i in range(N[split])]
+
+
+def expected_frames(x: np.ndarray, padding: list[int]) -> list[np.ndarray]:
+    """Frames from the sample's joint padding on (none for an all-zero sample), float32,
+    non-finite values set to 0."""
     out = []
-    for sample in x:
-        nonzero = np.any(sample != 0, axis=1)
-        first = int(np.argmax(nonzero)) if nonzero.any() else len(sample)
+    for sample, first in zip(x, padding, strict=True):
+        if not np.any(sample != 0):
+            first = len(sample)
         with np.errstate(over="ignore"):
             kept = sample[first:].astype(np.float32)
         kept[~np.isfinite(kept)] = 0.0
@@ -135,8 +143,8 @@ def test_round_trip(tmp_path):
                 continue
             with np.errstate(over="ignore"):
                 non_finite += int((~np.isfinite(src[m].astype(np.float32))).sum())
-            want = expected_frames(src[m])
-            lens = [T - p for p in PAD[split][m]]
+            want = expected_frames(src[m], joint_padding(split))
+            lens = [0 if p == T else T - j for p, j in zip(PAD[split][m], joint_padding(split))]
             assert [len(w) for w in want] == lens  # the fixture's own padding, as designed
             assert table.column(f"{m}_length").to_pylist() == lens
             assert b.masks[m].sum(1).tolist() == lens
@@ -159,8 +167,12 @@ def test_round_trip(tmp_path):
     # Interior zero frame kept as data; the NaN-only first kept frame is a zero frame now.
     train_vision = stored_frames(pq.read_table(out / "train.parquet"), "vision")
     assert not train_vision[1][2].any()
+    # Test sample 0: audio has data from step 0, so vision's two leading zero frames and its
+    # NaN-only third frame are data (zero frames), aligned with the audio steps.
     test_vision = stored_frames(pq.read_table(out / "test.parquet"), "vision")
-    assert len(test_vision[0]) == 3 and not test_vision[0][0].any()
+    assert len(test_vision[0]) == T and not test_vision[0][:3].any()
+    # Train sample 0: vision's one leading zero frame is kept, aligned with audio's first step.
+    assert len(train_vision[0]) == T and not train_vision[0][0].any()
     assert "samples; present" in summary.format()
 
 
@@ -323,3 +335,8 @@ def test_real_ict_mmmo(tmp_path):
             assert has_text.all()
         for m in ("audio", "vision"):
             assert b.present[m].all()
+        # Word-aligned: every present modality of a sample keeps the same number of steps,
+        # although video has all-zero words (no face found) where audio and text have data.
+        lengths = {m: b.masks[m].sum(1) for m in MODALITIES if b.present[m].any()}
+        reference = lengths["audio"]
+        assert all(torch.equal(v, reference) for v in lengths.values()), split

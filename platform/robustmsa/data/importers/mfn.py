@@ -18,11 +18,13 @@ Rules (decided here; the source format does not say):
   no file in any split is an error (its feature dim cannot be known). The labels file is
   required in every split.
 - **Padding**: on the source (float64) values, a frame is all-zero when every value is exactly
-  0 (a NaN is not zero). Only the *leading* all-zero frames of a sample are padding and are
-  removed; all-zero frames after the first non-zero frame are kept as data (the real files hold
-  interior zero frames, e.g. silent audio). The padding is stripped per modality, so the
-  modalities of one sample can end up with different lengths when a leading word has exact-zero
-  features in one modality only.
+  0 (a NaN is not zero). MFN pads each sample at the front, the same number of steps in every
+  modality (the features are word-aligned). The padding of a sample is therefore the leading
+  steps at which *every* modality of its split is all-zero; they are removed from all
+  modalities alike, so the modalities stay aligned step by step. All-zero frames after that are
+  kept as data (the real files hold zero frames inside a sequence, e.g. words with no face
+  detected in the video, which a per-modality rule would mistake for padding and so shift the
+  video against the words).
 - **All-zero samples**: a sample whose frames of a modality are *all* zero has no data for it:
   that modality is made absent for the sample (``present = false``, zero frames), counted per
   split and modality in ``MFNImportSummary.all_zero`` and noted in the summary.
@@ -201,19 +203,24 @@ def _labels(
     return table[:, label_column or 0].copy()
 
 
-def _frames(raw: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int]:
-    """Per sample the frames after the leading all-zero ones (float32, sanitised); presence;
-    the number of non-finite values set to 0; the number of all-zero samples."""
-    n, t, _ = raw.shape
+def _first_data_step(raw: np.ndarray) -> np.ndarray:
+    """Per sample ``(N,)`` the first step whose frame is not all zero (``T`` when none is)."""
     nonzero = (raw != 0).any(axis=2)  # (N, T); NaN != 0, so a NaN frame is data
-    has_data = nonzero.any(axis=1)
-    first = np.where(has_data, np.argmax(nonzero, axis=1), t)
+    return np.where(nonzero.any(axis=1), np.argmax(nonzero, axis=1), raw.shape[1])
+
+
+def _frames(raw: np.ndarray, first: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, int, int]:
+    """Per sample the frames from step ``first[i]`` on (float32, sanitised); presence (some
+    frame is not all zero); the number of non-finite values set to 0; the number of all-zero
+    samples."""
+    n = raw.shape[0]
+    has_data = (raw != 0).any(axis=(1, 2))
     with np.errstate(over="ignore", invalid="ignore"):
         x = raw.astype(np.float32)
     bad = ~np.isfinite(x)
     sanitized = int(bad.sum())
     x[bad] = 0.0
-    frames = [x[i, first[i] :] for i in range(n)]
+    frames = [x[i, first[i] :] if has_data[i] else x[i, :0] for i in range(n)]
     return frames, has_data, sanitized, int((~has_data).sum())
 
 
@@ -285,21 +292,21 @@ def import_mfn(
                 )
         label_cols = label_cols or y
 
-    # Pass 2: the values.
-    jobs = [(s, key, p) for s in SPLITS for key, p in probes[s].items()]
+    # Pass 2: the values, one split at a time (the padding is decided across its modalities).
     labels: dict[str, np.ndarray] = {}
     frames: dict[str, dict[str, list[np.ndarray]]] = {s: {} for s in SPLITS}
     present: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
     all_zero = {s: dict.fromkeys(MODALITIES, 0) for s in SPLITS}
     sanitized = 0
-    for s, key, p in progress(jobs, len(jobs), f"mfn {folder}", show_progress):
-        raw = _read(p)
-        if key == "label":
-            labels[s] = _labels(p, raw, label_column, label_values)
-            continue
-        frames[s][key], present[s][key], count, zeros = _frames(raw)
-        sanitized += count
-        all_zero[s][key] = zeros
+    for s in progress(SPLITS, len(SPLITS), f"mfn {folder}", show_progress):
+        labels[s] = _labels(probes[s]["label"], _read(probes[s]["label"]), label_column,
+                            label_values)  # fmt: skip
+        raws = {m: _read(p) for m, p in probes[s].items() if m != "label"}
+        first = np.min([_first_data_step(raw) for raw in raws.values()], axis=0)
+        for m, raw in raws.items():
+            frames[s][m], present[s][m], count, zeros = _frames(raw, first)
+            sanitized += count
+            all_zero[s][m] = zeros
     feature_dims = {m: dims[m].shape[2] for m in MODALITIES}
     for s in SPLITS:
         for m in MODALITIES:
