@@ -144,7 +144,8 @@ def test_round_trip(tmp_path):
             with np.errstate(over="ignore"):
                 non_finite += int((~np.isfinite(src[m].astype(np.float32))).sum())
             want = expected_frames(src[m], joint_padding(split))
-            lens = [0 if p == T else T - j for p, j in zip(PAD[split][m], joint_padding(split))]
+            pads = zip(PAD[split][m], joint_padding(split), strict=True)
+            lens = [0 if p == T else T - j for p, j in pads]
             assert [len(w) for w in want] == lens  # the fixture's own padding, as designed
             assert table.column(f"{m}_length").to_pylist() == lens
             assert b.masks[m].sum(1).tolist() == lens
