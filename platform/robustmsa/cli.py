@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_data_command(args)
     except RobustMSAError as exc:
         return _fail(str(exc))
+    except BrokenPipeError:  # `robustmsa data inspect DIR | head`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
