@@ -24,7 +24,6 @@ import argparse
 import gc
 import json
 import pickle
-import resource
 import shutil
 import subprocess
 import sys

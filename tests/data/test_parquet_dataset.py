@@ -250,8 +250,9 @@ def test_digest_changes_when_one_value_changes(tmp_path, change):
     elif change == "id":
         changed["train"].ids[0] = "renamed"
     elif change == "present":
-        # Same (zero) frames, only the flag differs.
-        changed["test"].present["audio"][0] = True
+        # The sample loses its vision frames and becomes absent (present == has frames).
+        changed["test"].frames["vision"][1] = np.zeros((0, DIMS["vision"]), np.float32)
+        changed["test"].present["vision"][1] = False
     else:
         changed["test"].frames["text"][1][0, 0] = -1.0
     a = write_dataset(tmp_path / "a", base, make_meta())

@@ -88,14 +88,16 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
 
 
 def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):
-    # Fault injection: a dataset whose train split is truncated after the driver checked it.
+    # Fault injection: a train split whose data pages are overwritten while its footer stays
+    # intact, so the driver's footer-level checks pass and the trial's reader fails.
     from robustmsa.data.synthetic import generate
 
     source = generate("tiny", tmp_path / "src", seed=0)
     broken = tmp_path / "data" / "synthetic-tiny-seed0"
     shutil.copytree(source, broken)
-    raw = (broken / "train.parquet").read_bytes()
-    (broken / "train.parquet").write_bytes(raw[: len(raw) // 2])
+    raw = bytearray((broken / "train.parquet").read_bytes())
+    raw[8 : len(raw) // 2] = bytes(len(raw) // 2 - 8)
+    (broken / "train.parquet").write_bytes(bytes(raw))
     config = smoke_config(tmp_path, **{"search.num_samples": 1})
     with pytest.raises(RobustMSAError, match="no trial finished"):
         run_study(config, root=tmp_path)

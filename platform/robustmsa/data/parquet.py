@@ -1,7 +1,8 @@
 """Write a dataset to Parquet and read it back as memory-mapped splits that hand out `Batch`es.
 
-Writes go to a temporary directory that is renamed into place, so a failed write leaves nothing
-half-written. Reads memory-map the file; a batch copies only its own frames.
+Writes are validated first (`robustmsa.data.validate`) and go to a temporary directory that is
+renamed into place, so bad data or a failed write leaves nothing half-written. Reads memory-map
+the file and validate it (vectorised) before use; a batch copies only its own frames.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +22,17 @@ import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
 from robustmsa.data.schema import (
-    METADATA_KEY,
     OPTIONAL_COLUMNS,
     SPLITS,
     DatasetMeta,
     arrow_schema,
+)
+from robustmsa.data.validate import (
+    column_array,
+    parse_meta,
+    validate_dataset_splits,
+    validate_splits,
+    validate_table,
 )
 from robustmsa.errors import DataError
 
@@ -116,15 +124,15 @@ def _table(split: SplitArrays, meta: DatasetMeta) -> pa.Table:
 def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: DatasetMeta) -> Path:
     """Write ``splits`` (train/valid/test) under ``out_dir`` atomically; returns ``out_dir``.
 
-    Fills ``meta.digest`` and the train-split feature statistics.
+    Every split is validated (`robustmsa.data.validate.validate_splits`) before anything is
+    written; bad data raises `DataError` naming split, row, id and field. Fills
+    ``meta.digest``, ``meta.optional_columns`` and the train-split feature statistics.
     """
     out = Path(out_dir)
     if out.exists():
         raise DataError(f"{out}: output directory already exists; remove it or choose another")
-    optional = {name: splits[name].optional_columns() for name in SPLITS}
-    if len({tuple(v) for v in optional.values()}) > 1:
-        raise DataError(f"{out}: splits disagree on optional columns {optional}")
-    meta.optional_columns = optional["train"]
+    validate_splits(out, splits, meta)
+    meta.optional_columns = splits["train"].optional_columns()
     meta.digest = _digest(splits)
     meta.feature_mean, meta.feature_std = _train_stats(splits["train"], meta.dims)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +147,38 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
     return out
 
 
+class FrameStore:
+    """The variable-length frames of one modality of one split, and how to pad a batch of them.
+
+    ``values`` float32 ``(F, d)`` holds every frame of the split back to back (a zero-copy view
+    of the memory-mapped file) and ``offsets`` int ``(N + 1,)`` where each row's frames start.
+    """
+
+    def __init__(self, values: np.ndarray, offsets: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        with warnings.catch_warnings():
+            # The mapped buffer is read-only; torch warns because it cannot mark the tensor so.
+            # Nothing writes to it: rows are gathered into fresh tensors.
+            warnings.simplefilter("ignore", UserWarning)
+            self.values = torch.from_numpy(values)
+        self.offsets = offsets
+        self.mean = torch.from_numpy(mean)
+        self.inv_std = torch.from_numpy(1.0 / std)
+
+    def padded(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``idx`` standardised and zero-padded: ``(B, T, d)`` and mask ``(B, T)``, with
+        ``T`` the longest row in the batch (at least 1). Copies only those rows' frames."""
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
+        t_max = max(int(lengths.max(initial=0)), 1)
+        pos = np.arange(t_max)
+        mask = pos[None, :] < lengths[:, None]  # (B, T)
+        rows = torch.from_numpy((starts[:, None] + pos[None, :])[mask])
+        frames = self.values.index_select(0, rows).sub_(self.mean).mul_(self.inv_std)
+        x = frames.new_zeros((len(idx) * t_max, frames.shape[1]))
+        x.index_copy_(0, torch.from_numpy(np.flatnonzero(mask)), frames)
+        return x.view(len(idx), t_max, -1), torch.from_numpy(mask)
+
+
 class ParquetSplit:
     """One memory-mapped split; `batch(indices)` copies only the frames of those rows."""
 
@@ -148,18 +188,10 @@ class ParquetSplit:
             raise DataError(f"{self.path}: split file not found")
         try:
             table = pq.read_table(self.path, memory_map=True)
-        except (pa.ArrowInvalid, OSError) as exc:
+        except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from exc
-        raw_meta = (table.schema.metadata or {}).get(METADATA_KEY)
-        if raw_meta is None:
-            raise DataError(f"{self.path}: no robustmsa metadata in the Parquet schema")
-        try:
-            self.meta = DatasetMeta.from_json(raw_meta)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{self.path}: corrupt robustmsa metadata ({exc!r})") from exc
-        missing = [c for c in arrow_schema(self.meta).names if c not in table.column_names]
-        if missing:
-            raise DataError(f"{self.path}: missing columns {missing}")
+        self.meta = parse_meta(self.path, table.schema)
+        validate_table(self.path, table, self.meta)
         self.ids: list[str] = table.column("id").to_pylist()
         self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
         self._values: dict[str, np.ndarray] = {}
@@ -168,16 +200,20 @@ class ParquetSplit:
         self._mean: dict[str, np.ndarray] = {}
         self._std: dict[str, np.ndarray] = {}
         for m in MODALITIES:
-            col = table.column(m).combine_chunks()
+            col = column_array(table, m)
             d = self.meta.dims[m]
             # Zero-copy views into the memory-mapped file: frame values (F, d) and offsets.
             self._offsets[m] = col.offsets.to_numpy()
-            self._values[m] = col.values.values.to_numpy().reshape(-1, d)
+            self._values[m] = col.values.flatten().to_numpy().reshape(-1, d)
             self._present[m] = torch.from_numpy(
                 table.column(f"{m}_present").to_numpy(zero_copy_only=False).copy()
             )
             self._mean[m] = np.asarray(self.meta.feature_mean[m], np.float32)
             self._std[m] = np.asarray(self.meta.feature_std[m], np.float32)
+        self._frames = {
+            m: FrameStore(self._values[m], self._offsets[m], self._mean[m], self._std[m])
+            for m in MODALITIES
+        }
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -187,16 +223,7 @@ class ParquetSplit:
         idx = np.asarray(indices, dtype=np.int64)
         features, masks = {}, {}
         for m in MODALITIES:
-            starts = self._offsets[m][idx]
-            lengths = self._offsets[m][idx + 1] - starts
-            t_max = max(int(lengths.max(initial=0)), 1)
-            pos = np.arange(t_max)
-            mask = pos[None, :] < lengths[:, None]  # (B, T)
-            src = (starts[:, None] + pos[None, :])[mask]
-            x = np.zeros((len(idx), t_max, self.meta.dims[m]), np.float32)
-            x[mask] = (self._values[m][src] - self._mean[m]) / self._std[m]
-            features[m] = torch.from_numpy(x)
-            masks[m] = torch.from_numpy(mask)
+            features[m], masks[m] = self._frames[m].padded(idx)
         return Batch(
             features=features,
             masks=masks,
@@ -213,8 +240,13 @@ class ParquetSplit:
 
 
 def open_dataset(path: str | Path) -> dict[str, ParquetSplit]:
-    """The three splits of the dataset directory ``path``."""
+    """The three splits of the dataset directory ``path``, each validated, cross-checked for
+    identical metadata (same digest) and ids unique across splits."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: dataset directory not found")
-    return {name: ParquetSplit(root / f"{name}.parquet") for name in SPLITS}
+    splits = {name: ParquetSplit(root / f"{name}.parquet") for name in SPLITS}
+    validate_dataset_splits(
+        root, {n: s.meta for n, s in splits.items()}, {n: s.ids for n, s in splits.items()}
+    )
+    return splits

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 
 from robustmsa.data.schema import METADATA_KEY, SPLITS, DatasetMeta
+from robustmsa.errors import DataError
 
 
 def describe_dataset(root: Path) -> dict:
@@ -21,9 +23,13 @@ def describe_dataset(root: Path) -> dict:
     only (no feature data is read)."""
     sizes, meta = {}, None
     for split in SPLITS:
-        footer = pq.ParquetFile(root / f"{split}.parquet")
-        sizes[split] = footer.metadata.num_rows
-        meta = meta or DatasetMeta.from_json(footer.schema_arrow.metadata[METADATA_KEY])
+        path = root / f"{split}.parquet"
+        try:
+            footer = pq.ParquetFile(path)
+            sizes[split] = footer.metadata.num_rows
+            meta = meta or DatasetMeta.from_json(footer.schema_arrow.metadata[METADATA_KEY])
+        except (pa.ArrowException, OSError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: unreadable Parquet footer or metadata ({exc})") from exc
     return {
         "name": meta.name,
         "digest": meta.digest,
