@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from paths import SHARED_DATA
 from robustmsa.cli import main
 from robustmsa.data.parquet import open_dataset
 
@@ -25,3 +27,26 @@ def test_data_synth_bad_preset_and_existing_output(tmp_path, capsys):
     (tmp_path / "y").mkdir()
     assert main(["data", "synth", "--out", str(tmp_path / "y")]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_data_import_mfn_and_inspect_on_the_real_ict_mmmo(tmp_path, capsys):
+    src = SHARED_DATA / "ict-mmmo"
+    if not src.is_dir():
+        pytest.skip(f"{src}: shared real data not present")
+    out = tmp_path / "ict"
+    assert main(["data", "import", "mfn", str(src), "--out", str(out), "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    assert "train    220 samples; present: text 0/220" in summary
+    assert main(["data", "inspect", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert open_dataset(out)["train"].meta.digest in report
+    assert "220" in report and "40" in report and "80" in report
+
+
+def test_data_import_refuses_a_pickle_without_trust(tmp_path, capsys):
+    src = tmp_path / "aligned_50.pkl"
+    src.write_bytes(b"not even opened")
+    assert main(["data", "import", "mmsa", str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--trust-pickle" in err[0]
+    assert not (tmp_path / "o").exists()
