@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from robustmsa.data.batch import MODALITIES
+from robustmsa.data.importers.labels import first_outside, label_range_of
 from robustmsa.data.importers.summary import ImportSummary, progress
 from robustmsa.data.parquet import SplitArrays, write_dataset
 from robustmsa.data.schema import SPLITS, DatasetMeta
@@ -332,17 +333,10 @@ def import_csd(
                 frames[s][m].append(steps.astype(np.float32))
 
     labels_by_split = {s: np.asarray(values[s], np.float64) for s in SPLITS}
-    if label_range is None:
-        lo = math.floor(min(float(y.min()) for y in labels_by_split.values()))
-        hi = math.ceil(max(float(y.max()) for y in labels_by_split.values()))
-        hi = hi if hi > lo else lo + 1
-    else:
-        lo, hi = float(label_range[0]), float(label_range[1])
+    lo, hi = label_range_of(labels_by_split, label_range)
     for s in SPLITS:
-        y32 = labels_by_split[s].astype(np.float32)
-        bad = (y32 < lo) | (y32 > hi)
-        if bad.any():
-            i = int(np.argmax(bad))
+        i = first_outside(labels_by_split[s], lo, hi)
+        if i is not None:
             raise DataError(
                 f"{labels}: video {fold_ids[s][i]!r} (split {s!r}): mean label "
                 f"{labels_by_split[s][i]} outside the label range [{lo}, {hi}]"

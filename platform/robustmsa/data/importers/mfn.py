@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from robustmsa.data.batch import MODALITIES
+from robustmsa.data.importers.labels import first_outside, label_range_of
 from robustmsa.data.importers.summary import ImportSummary, progress
 from robustmsa.data.parquet import SplitArrays, write_dataset
 from robustmsa.data.schema import SPLITS, DatasetMeta
@@ -315,17 +316,10 @@ def import_mfn(
                 frames[s][m] = [empty] * counts[s]
                 present[s][m] = np.zeros(counts[s], bool)
 
-    if label_range is None:
-        lo = math.floor(min(float(y.min()) for y in labels.values()))
-        hi = math.ceil(max(float(y.max()) for y in labels.values()))
-        hi = hi if hi > lo else lo + 1
-    else:
-        lo, hi = float(label_range[0]), float(label_range[1])
+    lo, hi = label_range_of(labels, label_range)
     for s in SPLITS:
-        y32 = labels[s].astype(np.float32)  # the stored value is what must be in range
-        bad = (y32 < lo) | (y32 > hi)
-        if bad.any():
-            i = int(np.argmax(bad))
+        i = first_outside(labels[s], lo, hi)  # the stored float32 value must be in range
+        if i is not None:
             p = probes[s]["label"]
             raise DataError(
                 f"{p.path}: dataset {p.dataset!r}, row {i} (id '{s}-{i:05d}'): label "
