@@ -118,9 +118,10 @@ def test_nonfinite_counts_zero_for_a_valid_file(info):
 def test_nonfinite_counts_are_computed(root, monkeypatch):
     """A valid file cannot hold NaN/inf, so inject them after the (validating) open."""
     splits = open_dataset(root)
-    values = splits["train"]._values["audio"].copy()  # 6 frames x 1 feature
+    store = splits["train"].frames["audio"]
+    values = store.raw.copy()  # 6 frames x 1 feature
     values[0, 0], values[3, 0], values[5, 0] = np.nan, np.inf, -np.inf
-    splits["train"]._values["audio"] = values
+    splits["train"].frames["audio"] = store.with_frames(values, store.offsets)
     monkeypatch.setattr(inspect_mod, "open_dataset", lambda path: splits)
     got = inspect_dataset(root)["splits"]["train"]["nonfinite"]
     assert got["audio"] == {"nan": 1, "inf": 2}

@@ -30,7 +30,8 @@ def _split_info(split: ParquetSplit, lo: float, hi: float) -> dict[str, Any]:
     info: dict[str, Any] = {"count": n, "frames": {}, "lengths": {}, "presence": {}}
     info["nonfinite"] = {}
     for m in MODALITIES:
-        lengths = np.diff(split._offsets[m])
+        store = split.frames[m]
+        lengths = np.diff(store.offsets)
         present = split._present[m].numpy()
         info["frames"][m] = int(lengths.sum())
         info["presence"][m] = float(present.mean()) if n else 0.0
@@ -41,7 +42,7 @@ def _split_info(split: ParquetSplit, lo: float, hi: float) -> dict[str, Any]:
             if len(have)
             else {"min": None, "mean": None, "max": None}
         )
-        used = split._values[m][int(split._offsets[m][0]) : int(split._offsets[m][-1])]
+        used = store.raw[int(store.offsets[0]) : int(store.offsets[-1])]
         info["nonfinite"][m] = {
             "nan": int(np.isnan(used).sum()),
             "inf": int(np.isinf(used).sum()),

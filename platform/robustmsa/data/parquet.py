@@ -150,19 +150,28 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
 class FrameStore:
     """The variable-length frames of one modality of one split, and how to pad a batch of them.
 
-    ``values`` float32 ``(F, d)`` holds every frame of the split back to back (a zero-copy view
-    of the memory-mapped file) and ``offsets`` int ``(N + 1,)`` where each row's frames start.
+    ``raw`` float32 ``(F, d)`` holds every frame of the split back to back (a view of the
+    file's column, unstandardised), ``offsets`` int ``(N + 1,)`` where each row's frames start,
+    ``mean``/``std`` float32 ``(d,)`` the train-split statistics that standardise them.
     """
 
     def __init__(self, values: np.ndarray, offsets: np.ndarray, mean: np.ndarray, std: np.ndarray):
+        self.raw, self.offsets, self.std = values, offsets, std
         with warnings.catch_warnings():
             # The mapped buffer is read-only; torch warns because it cannot mark the tensor so.
             # Nothing writes to it: rows are gathered into fresh tensors.
             warnings.simplefilter("ignore", UserWarning)
             self.values = torch.from_numpy(values)
-        self.offsets = offsets
         self.mean = torch.from_numpy(mean)
         self.inv_std = torch.from_numpy(1.0 / std)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.offsets[-1] - self.offsets[0])
+
+    def with_frames(self, values: np.ndarray, offsets: np.ndarray) -> FrameStore:
+        """Other frames (e.g. a streamed block of rows) standardised with the same statistics."""
+        return FrameStore(values, offsets, self.mean.numpy(), self.std)
 
     def padded(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``idx`` standardised and zero-padded: ``(B, T, d)`` and mask ``(B, T)``, with
@@ -194,26 +203,19 @@ class ParquetSplit:
         validate_table(self.path, table, self.meta)
         self.ids: list[str] = table.column("id").to_pylist()
         self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
-        self._values: dict[str, np.ndarray] = {}
-        self._offsets: dict[str, np.ndarray] = {}
         self._present: dict[str, torch.Tensor] = {}
-        self._mean: dict[str, np.ndarray] = {}
-        self._std: dict[str, np.ndarray] = {}
+        self.frames: dict[str, FrameStore] = {}
         for m in MODALITIES:
             col = column_array(table, m)
-            d = self.meta.dims[m]
-            # Zero-copy views into the memory-mapped file: frame values (F, d) and offsets.
-            self._offsets[m] = col.offsets.to_numpy()
-            self._values[m] = col.values.flatten().to_numpy().reshape(-1, d)
+            self.frames[m] = FrameStore(
+                col.values.flatten().to_numpy().reshape(-1, self.meta.dims[m]),
+                col.offsets.to_numpy(),
+                np.asarray(self.meta.feature_mean[m], np.float32),
+                np.asarray(self.meta.feature_std[m], np.float32),
+            )
             self._present[m] = torch.from_numpy(
                 table.column(f"{m}_present").to_numpy(zero_copy_only=False).copy()
             )
-            self._mean[m] = np.asarray(self.meta.feature_mean[m], np.float32)
-            self._std[m] = np.asarray(self.meta.feature_std[m], np.float32)
-        self._frames = {
-            m: FrameStore(self._values[m], self._offsets[m], self._mean[m], self._std[m])
-            for m in MODALITIES
-        }
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -223,7 +225,7 @@ class ParquetSplit:
         idx = np.asarray(indices, dtype=np.int64)
         features, masks = {}, {}
         for m in MODALITIES:
-            features[m], masks[m] = self._frames[m].padded(idx)
+            features[m], masks[m] = self.frames[m].padded(idx)
         return Batch(
             features=features,
             masks=masks,

@@ -51,7 +51,7 @@ class SpectrumEvaluator:
     def _estimated_bytes(self) -> int:
         total = 0
         for m, d in self.split.meta.dims.items():
-            frames = int(self.split._offsets[m][-1])
+            frames = self.split.frames[m].num_frames
             total += frames * d * 4 * (2 if m in self._modalities else 1)
         return total
 

@@ -16,6 +16,7 @@ epoch so far); ``FAILED`` when the trial raised.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,14 @@ from ray import tune
 from robustmsa.config import from_dict
 from robustmsa.data.source import dataset_dir
 from robustmsa.tracking.dataset import log_dataset_input
-from robustmsa.tracking.runs import TRIAL_TAG, MlflowEpochSink, flatten, log_params, start_run
+from robustmsa.tracking.runs import (
+    TRIAL_TAG,
+    MlflowEpochSink,
+    flatten,
+    log_params,
+    set_tags,
+    start_run,
+)
 from robustmsa.tracking.spectrum import log_spectrum
 from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, load_state
 from robustmsa.training.trainer import fit, resolve_backend
@@ -79,12 +87,13 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
         raise
 
 
-def _checkpoint_dir(trial) -> tuple[Any, str | None]:
-    """The trial's last checkpoint: Tune's own (in-process trials), else the Train checkpoint
-    whose path Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials)."""
+def _last_checkpoint(trial):
+    """The trial's last checkpoint, as a context manager yielding a local directory or None:
+    Tune's own (in-process trials), else the Train checkpoint whose path Ray's
+    ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials)."""
     if trial.checkpoint is not None:
-        return trial.checkpoint, None
-    return None, (trial.last_result or {}).get("checkpoint_path")
+        return trial.checkpoint.as_directory()
+    return contextlib.nullcontext((trial.last_result or {}).get("checkpoint_path"))
 
 
 def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | None) -> str:
@@ -100,8 +109,11 @@ def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | N
             for name in (BEST_MODEL_FILE, CONFIG_FILE):
                 (Path(tmp) / name).write_bytes((checkpoint_dir / name).read_bytes())
             client.log_artifacts(run_id, tmp, artifact_path="checkpoint")
-        client.set_tag(run_id, "robustmsa.best_epoch", str(state["best_epoch"]))
-        client.set_tag(run_id, "robustmsa.epochs_run", str(state["epoch"]))
+        set_tags(
+            client,
+            run_id,
+            {"robustmsa.best_epoch": state["best_epoch"], "robustmsa.epochs_run": state["epoch"]},
+        )
     client.set_tag(run_id, "robustmsa.outcome", outcome)
     client.set_terminated(run_id, "FINISHED" if checkpoint_dir is not None else "FAILED")
     return outcome
@@ -123,12 +135,8 @@ class TrialRunFinisher(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
         for run in self._runs(client, trial):
-            checkpoint, path = _checkpoint_dir(trial)
-            if checkpoint is not None:
-                with checkpoint.as_directory() as local:
-                    finish_trial_run(client, run.info.run_id, Path(local))
-            else:
-                finish_trial_run(client, run.info.run_id, Path(path) if path else None)
+            with _last_checkpoint(trial) as local:
+                finish_trial_run(client, run.info.run_id, Path(local) if local else None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)

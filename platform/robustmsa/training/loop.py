@@ -9,7 +9,6 @@ validation spectrum travel in every checkpoint, so the last one holds the trial'
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,7 +160,7 @@ def run_training(
             state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
             if score < best.best_score:
                 best.best_epoch, best.best_score, best.rows = epoch, score, rows
-                best.best_state = copy.deepcopy(state)
+                best.best_state = state  # a fresh CPU copy, never written to again
                 bad_epochs = 0
             else:
                 bad_epochs += 1

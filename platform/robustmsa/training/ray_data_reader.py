@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import FrameStore, ParquetSplit
+from robustmsa.data.parquet import ParquetSplit
 
 
 def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
@@ -23,11 +23,8 @@ def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
     for m in MODALITIES:
         column = table.column(m).combine_chunks()
         d = split.meta.dims[m]
-        store = FrameStore(
-            column.values.flatten().to_numpy().reshape(-1, d),
-            column.offsets.to_numpy(),
-            split._mean[m],
-            split._std[m],
+        store = split.frames[m].with_frames(
+            column.values.flatten().to_numpy().reshape(-1, d), column.offsets.to_numpy()
         )
         features[m], masks[m] = store.padded(rows)
         present[m] = torch.from_numpy(
