@@ -11,6 +11,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
+def pytest_configure(config):
+    # The frame cache of every dataset the tests open goes to this run's temporary directory,
+    # not the user's ~/.cache (Ray workers started by the tests inherit it).
+    if "ROBUSTMSA_FRAME_CACHE" not in os.environ:
+        import tempfile
+
+        config._robustmsa_frame_cache = tempfile.mkdtemp(prefix="robustmsa-frames-")
+        os.environ["ROBUSTMSA_FRAME_CACHE"] = config._robustmsa_frame_cache
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_robustmsa_frame_cache", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """The synthetic 'tiny' preset, seed 0, written once for the whole session."""

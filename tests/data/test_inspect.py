@@ -10,7 +10,7 @@ import pytest
 from robustmsa.data import inspect as inspect_mod
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.inspect import format_inspection, inspect_dataset, label_bins
-from robustmsa.data.parquet import SplitArrays, open_dataset, write_dataset
+from robustmsa.data.parquet import FrameStore, SplitArrays, open_dataset, write_dataset
 from robustmsa.data.schema import DatasetMeta
 
 DIMS = {"text": 2, "audio": 1, "vision": 3}
@@ -119,9 +119,9 @@ def test_nonfinite_counts_are_computed(root, monkeypatch):
     """A valid file cannot hold NaN/inf, so inject them after the (validating) open."""
     splits = open_dataset(root)
     store = splits["train"].frames["audio"]
-    values = store.raw.copy()  # 6 frames x 1 feature
+    values = store.array.copy()  # 6 frames x 1 feature, then the padding row
     values[0, 0], values[3, 0], values[5, 0] = np.nan, np.inf, -np.inf
-    splits["train"].frames["audio"] = store.with_frames(values, store.offsets)
+    splits["train"].frames["audio"] = FrameStore(values, store.offsets)
     monkeypatch.setattr(inspect_mod, "open_dataset", lambda path: splits)
     got = inspect_dataset(root)["splits"]["train"]["nonfinite"]
     assert got["audio"] == {"nan": 1, "inf": 2}

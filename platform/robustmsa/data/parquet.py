@@ -1,8 +1,10 @@
 """Write a dataset to Parquet and read it back as memory-mapped splits that hand out `Batch`es.
 
 Writes are validated first (`robustmsa.data.validate`) and go to a temporary directory that is
-renamed into place, so bad data or a failed write leaves nothing half-written. Reads memory-map
-the file and validate it (vectorised) before use; a batch copies only its own frames.
+renamed into place, so bad data or a failed write leaves nothing half-written. Reads validate
+the per-row columns and memory-map the frames from the frame cache
+(`robustmsa.data.frame_cache`, built and validated on first open); a batch copies only its own
+frames.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.data.frame_cache import frame_cache_root, load_frames
 from robustmsa.data.schema import (
     OPTIONAL_COLUMNS,
     SPLITS,
@@ -28,13 +31,16 @@ from robustmsa.data.schema import (
     arrow_schema,
 )
 from robustmsa.data.validate import (
-    column_array,
+    FRAME_COLUMNS,
     parse_meta,
     validate_dataset_splits,
+    validate_rows,
+    validate_schema,
     validate_splits,
-    validate_table,
 )
 from robustmsa.errors import DataError
+
+ROW_GROUP_ROWS = 512
 
 
 @dataclass
@@ -139,7 +145,10 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for name in SPLITS:
-            pq.write_table(_table(splits[name], meta), tmp / f"{name}.parquet")
+            # Row groups of ROW_GROUP_ROWS rows: readers stream the frames a group at a time.
+            pq.write_table(
+                _table(splits[name], meta), tmp / f"{name}.parquet", row_group_size=ROW_GROUP_ROWS
+            )
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,74 +157,101 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
 
 
 class FrameStore:
-    """The variable-length frames of one modality of one split, and how to pad a batch of them.
+    """The standardised frames of one modality of one split, and how to pad a batch of them.
 
-    ``raw`` float32 ``(F, d)`` holds every frame of the split back to back (a view of the
-    file's column, unstandardised), ``offsets`` int ``(N + 1,)`` where each row's frames start,
-    ``mean``/``std`` float32 ``(d,)`` the train-split statistics that standardise them.
+    ``values`` float32 ``(F + 1, d)``: the split's ``F`` frames standardised with the
+    train-split statistics, back to back, then one zero row that padding positions gather;
+    ``offsets`` int ``(N + 1,)`` where each row's frames start (``offsets[0] == 0``). ``values``
+    is usually a read-only memory map (`robustmsa.data.frame_cache`).
     """
 
-    def __init__(self, values: np.ndarray, offsets: np.ndarray, mean: np.ndarray, std: np.ndarray):
-        self.raw, self.offsets, self.std = values, offsets, std
+    def __init__(self, values: np.ndarray, offsets: np.ndarray):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.array = values
         with warnings.catch_warnings():
             # The mapped buffer is read-only; torch warns because it cannot mark the tensor so.
             # Nothing writes to it: rows are gathered into fresh tensors.
             warnings.simplefilter("ignore", UserWarning)
             self.values = torch.from_numpy(values)
-        self.mean = torch.from_numpy(mean)
-        self.inv_std = torch.from_numpy(1.0 / std)
+
+    @classmethod
+    def standardise(
+        cls, raw: np.ndarray, offsets: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> FrameStore:
+        """An in-memory store of raw frames ``raw`` ``(>= offsets[-1], d)`` whose rows start at
+        ``offsets`` (``offsets[0]`` may be > 0: a slice), standardised with ``mean``/``std``."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        used = raw[int(offsets[0]) : int(offsets[-1])]
+        values = np.zeros((len(used) + 1, raw.shape[1]), np.float32)
+        values[:-1] = (used - mean) / std
+        return cls(values, offsets - offsets[0])
+
+    @property
+    def frames(self) -> np.ndarray:
+        """All ``F`` standardised frames ``(F, d)`` (without the padding row)."""
+        return self.array[:-1]
 
     @property
     def num_frames(self) -> int:
-        return int(self.offsets[-1] - self.offsets[0])
-
-    def with_frames(self, values: np.ndarray, offsets: np.ndarray) -> FrameStore:
-        """Other frames (e.g. a streamed block of rows) standardised with the same statistics."""
-        return FrameStore(values, offsets, self.mean.numpy(), self.std)
+        return len(self.array) - 1
 
     def padded(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rows ``idx`` standardised and zero-padded: ``(B, T, d)`` and mask ``(B, T)``, with
-        ``T`` the longest row in the batch (at least 1). Copies only those rows' frames."""
+        """Rows ``idx`` zero-padded: ``(B, T, d)`` and mask ``(B, T)``, with ``T`` the longest
+        row in the batch (at least 1). One gather that reads only those rows' frames."""
         starts = self.offsets[idx]
         lengths = self.offsets[idx + 1] - starts
         t_max = max(int(lengths.max(initial=0)), 1)
         pos = np.arange(t_max)
         mask = pos[None, :] < lengths[:, None]  # (B, T)
-        rows = torch.from_numpy((starts[:, None] + pos[None, :])[mask])
-        frames = self.values.index_select(0, rows).sub_(self.mean).mul_(self.inv_std)
-        x = frames.new_zeros((len(idx) * t_max, frames.shape[1]))
-        x.index_copy_(0, torch.from_numpy(np.flatnonzero(mask)), frames)
+        rows = np.where(mask, starts[:, None] + pos[None, :], self.num_frames)  # pad: zero row
+        x = self.values.index_select(0, torch.from_numpy(rows.reshape(-1)))
         return x.view(len(idx), t_max, -1), torch.from_numpy(mask)
 
 
 class ParquetSplit:
-    """One memory-mapped split; `batch(indices)` copies only the frames of those rows."""
+    """One split: per-row columns in memory, frames memory-mapped from the frame cache
+    (`robustmsa.data.frame_cache`); `batch(indices)` copies only the frames of those rows.
 
-    def __init__(self, path: str | Path):
+    Opening reads the file's schema and per-row columns (ids, labels, lengths, presence,
+    optional columns) and validates them; the frames are validated when the cache is built.
+    ``frame_cache`` is the cache root (default `frame_cache_root`).
+    """
+
+    def __init__(self, path: str | Path, frame_cache: str | Path | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataError(f"{self.path}: split file not found")
         try:
-            table = pq.read_table(self.path, memory_map=True)
+            parquet = pq.ParquetFile(self.path, memory_map=True)
+            schema = parquet.schema_arrow
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from exc
-        self.meta = parse_meta(self.path, table.schema)
-        validate_table(self.path, table, self.meta)
-        self.ids: list[str] = table.column("id").to_pylist()
-        self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
-        self._present: dict[str, torch.Tensor] = {}
-        self.frames: dict[str, FrameStore] = {}
-        for m in MODALITIES:
-            col = column_array(table, m)
-            self.frames[m] = FrameStore(
-                col.values.flatten().to_numpy().reshape(-1, self.meta.dims[m]),
-                col.offsets.to_numpy(),
-                np.asarray(self.meta.feature_mean[m], np.float32),
-                np.asarray(self.meta.feature_std[m], np.float32),
+        self.meta = parse_meta(self.path, schema)
+        validate_schema(self.path, schema, self.meta)
+        try:
+            rows = parquet.read(columns=[c for c in schema.names if c not in FRAME_COLUMNS])
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from exc
+        self.ids: list[str] = validate_rows(self.path, rows, self.meta)
+        self.labels = torch.from_numpy(rows.column("label").to_numpy().astype(np.float32))
+        lengths = {m: rows.column(f"{m}_length").to_numpy() for m in MODALITIES}
+        present = {
+            m: np.asarray(rows.column(f"{m}_present").to_numpy(zero_copy_only=False), bool)
+            for m in MODALITIES
+        }
+        self._present = {m: torch.from_numpy(present[m].copy()) for m in MODALITIES}
+        try:
+            mapped = load_frames(
+                self.path,
+                self.meta,
+                lengths,
+                present,
+                self.ids,
+                frame_cache_root(frame_cache),
             )
-            self._present[m] = torch.from_numpy(
-                table.column(f"{m}_present").to_numpy(zero_copy_only=False).copy()
-            )
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.path}: frames unreadable ({exc})") from exc
+        self.frames = {m: FrameStore(*mapped[m]) for m in MODALITIES}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -241,13 +277,16 @@ class ParquetSplit:
             yield self.batch(order[start : start + batch_size])
 
 
-def open_dataset(path: str | Path) -> dict[str, ParquetSplit]:
+def open_dataset(
+    path: str | Path, frame_cache: str | Path | None = None
+) -> dict[str, ParquetSplit]:
     """The three splits of the dataset directory ``path``, each validated, cross-checked for
-    identical metadata (same digest) and ids unique across splits."""
+    identical metadata (same digest) and ids unique across splits. ``frame_cache``: the root
+    of the frame cache (`robustmsa.data.frame_cache.frame_cache_root`)."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: dataset directory not found")
-    splits = {name: ParquetSplit(root / f"{name}.parquet") for name in SPLITS}
+    splits = {name: ParquetSplit(root / f"{name}.parquet", frame_cache) for name in SPLITS}
     validate_dataset_splits(
         root, {n: s.meta for n, s in splits.items()}, {n: s.ids for n, s in splits.items()}
     )

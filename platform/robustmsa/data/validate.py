@@ -19,7 +19,9 @@ Checks on write (`validate_split_arrays`, `validate_splits`):
 - token ids are 1-D integers in ``[0, 2^31)``; raw texts are strings;
 - the three splits agree on the optional columns.
 
-Checks on read (`validate_table`, `validate_dataset_splits`), all vectorised over the columns:
+Checks on read (`validate_schema`, `validate_rows`, `validate_frames` — `validate_table` runs
+all three on a whole table; the reader streams the frames in chunks — and
+`validate_dataset_splits`), all vectorised over the columns:
 
 - the metadata: as on write, plus ``feature_mean``/``feature_std`` with ``dims[m]`` finite
   entries each (std > 0), a digest, known optional columns;
@@ -304,13 +306,33 @@ def _first_null(arr: pa.Array) -> int:
     return _first(~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool))
 
 
+FRAME_COLUMNS = MODALITIES  # the list-of-frames columns; every other column is per-row
+
+
 def validate_table(path: str | Path, table: pa.Table, meta: DatasetMeta) -> None:
-    """Check one split's table as read from ``path`` (module docstring). Vectorised: the cost
-    is a few passes over the flat feature values."""
+    """Check one whole split's table as read from ``path`` (module docstring): schema, the
+    per-row columns, then every modality's frames."""
+    validate_schema(path, table.schema, meta)
+    rows = table.select([c for c in table.column_names if c not in FRAME_COLUMNS])
+    ids = validate_rows(path, rows, meta)
+    for m in MODALITIES:
+        validate_frames(
+            path,
+            m,
+            column_array(table, m),
+            rows.column(f"{m}_length").to_numpy(),
+            rows.column(f"{m}_present").to_numpy(zero_copy_only=False),
+            meta,
+            ids,
+        )
+
+
+def validate_schema(path: str | Path, schema: pa.Schema, meta: DatasetMeta) -> None:
+    """The stored metadata, and the columns of ``schema`` against `arrow_schema` (no data)."""
     w = _Where(str(path))
     validate_meta(path, meta, stored=True)
     expected = arrow_schema(meta)
-    names = table.column_names
+    names = schema.names
     missing = [c for c in expected.names if c not in names]
     if missing:
         raise w.error(f"missing columns {missing}")
@@ -320,7 +342,7 @@ def validate_table(path: str | Path, table: pa.Table, meta: DatasetMeta) -> None
     if len(set(names)) != len(names):
         raise w.error(f"duplicate column names {names}")
     for f in expected:
-        got = table.schema.field(f.name).type
+        got = schema.field(f.name).type
         if got == f.type:
             continue
         if f.name in MODALITIES and _frame_size(got) is not None:
@@ -330,10 +352,16 @@ def validate_table(path: str | Path, table: pa.Table, meta: DatasetMeta) -> None
                 f.name,
             )
         raise w.error(f"column type {got}, expected {f.type}", f.name)
+
+
+def validate_rows(path: str | Path, table: pa.Table, meta: DatasetMeta) -> list[str]:
+    """Check the per-row columns (everything but the frames) of a whole split whose schema
+    passed `validate_schema`; returns the ids (they name rows in later messages)."""
+    w = _Where(str(path))
     n = table.num_rows
     if n == 0:
         raise w.error("empty split (no rows)")
-    cols = {c: column_array(table, c) for c in expected.names}
+    cols = {c: column_array(table, c) for c in table.column_names}
     if cols["id"].null_count:
         raise w.error("null value", "id", _first_null(cols["id"]))
     ids = cols["id"].to_pylist()
@@ -351,50 +379,6 @@ def validate_table(path: str | Path, table: pa.Table, meta: DatasetMeta) -> None
     if empty.any():
         raise w.error("empty id", "id", _first(empty))
     _check_labels(w, cols["label"].to_numpy(), meta)
-
-    for m in MODALITIES:
-        col, d = cols[m], meta.dims[m]
-        offsets = col.offsets.to_numpy()
-        frames = np.diff(offsets)
-        fixed = col.values
-        if fixed.null_count:  # a null frame inside a sequence
-            frame = _first_null(fixed)
-            row = int(np.searchsorted(offsets, frame, side="right")) - 1
-            raise w.error(f"null frame {frame - offsets[row]}", m, row)
-        flat_arr = fixed.flatten()
-        if flat_arr.null_count:
-            k = _first_null(flat_arr)
-            row = int(np.searchsorted(offsets, k // d, side="right")) - 1
-            raise w.error(f"null value at frame {k // d - offsets[row]}, feature {k % d}", m, row)
-        # Only the frames the rows use (all of them, unless the column is a slice).
-        flat = flat_arr.to_numpy()[int(offsets[0]) * d : int(offsets[-1]) * d]
-        finite = np.isfinite(flat)
-        if not finite.all():
-            k = _first(~finite) + int(offsets[0]) * d
-            flat = flat_arr.to_numpy()
-            row = int(np.searchsorted(offsets, k // d, side="right")) - 1
-            raise w.error(
-                f"non-finite feature value {flat[k]} at frame {k // d - offsets[row]}, "
-                f"feature {k % d}",
-                m,
-                row,
-            )
-        length = cols[f"{m}_length"].to_numpy()
-        wrong = length != frames
-        if wrong.any():
-            i = _first(wrong)
-            how = "is longer than" if length[i] > frames[i] else "disagrees with"
-            raise w.error(
-                f"length {int(length[i])} {how} the sequence ({int(frames[i])} frames)",
-                f"{m}_length",
-                i,
-            )
-        present = np.asarray(cols[f"{m}_present"].to_numpy(zero_copy_only=False), dtype=bool)
-        wrong = present != (frames > 0)
-        if wrong.any():
-            i = _first(wrong)
-            raise w.error(_presence_problem(present[i], int(frames[i])), f"{m}_present", i)
-
     if "text_ids" in cols:
         col = cols["text_ids"]
         offsets = col.offsets.to_numpy()
@@ -410,6 +394,71 @@ def validate_table(path: str | Path, table: pa.Table, meta: DatasetMeta) -> None
             k = _first(neg) + int(offsets[0])
             row = int(np.searchsorted(offsets, k, side="right")) - 1
             raise w.error(f"negative token id {int(tokens[k])}", "text_ids", row)
+    return ids
+
+
+def validate_frames(
+    path: str | Path,
+    m: str,
+    col: pa.ListArray,
+    length: np.ndarray,
+    present: np.ndarray,
+    meta: DatasetMeta,
+    ids: Sequence[str],
+    row0: int = 0,
+) -> None:
+    """Check modality ``m``'s frames of rows ``row0 .. row0 + len(col)`` (the whole split, or
+    one streamed chunk of it) against their ``m_length`` and ``m_present`` values; messages
+    name split rows (``row0`` + the row in ``col``)."""
+    w = _Where(str(path))
+    w.ids = ids
+    d = meta.dims[m]
+    if col.null_count:
+        raise w.error("null value", m, row0 + _first_null(col))
+    offsets = col.offsets.to_numpy()
+    frames = np.diff(offsets)
+
+    def row_of(frame: int) -> int:
+        return int(np.searchsorted(offsets, frame, side="right")) - 1
+
+    fixed = col.values
+    if fixed.null_count:  # a null frame inside a sequence
+        frame = _first_null(fixed)
+        row = row_of(frame)
+        raise w.error(f"null frame {frame - offsets[row]}", m, row0 + row)
+    flat_arr = fixed.flatten()
+    if flat_arr.null_count:
+        k = _first_null(flat_arr)
+        row = row_of(k // d)
+        raise w.error(
+            f"null value at frame {k // d - offsets[row]}, feature {k % d}", m, row0 + row
+        )
+    # Only the frames the rows use (all of them, unless the column is a slice).
+    flat = flat_arr.to_numpy()[int(offsets[0]) * d : int(offsets[-1]) * d]
+    finite = np.isfinite(flat)
+    if not finite.all():
+        k = _first(~finite) + int(offsets[0]) * d
+        flat = flat_arr.to_numpy()
+        row = row_of(k // d)
+        raise w.error(
+            f"non-finite feature value {flat[k]} at frame {k // d - offsets[row]}, feature {k % d}",
+            m,
+            row0 + row,
+        )
+    wrong = length != frames
+    if wrong.any():
+        i = _first(wrong)
+        how = "is longer than" if length[i] > frames[i] else "disagrees with"
+        raise w.error(
+            f"length {int(length[i])} {how} the sequence ({int(frames[i])} frames)",
+            f"{m}_length",
+            row0 + i,
+        )
+    present = np.asarray(present, dtype=bool)
+    wrong = present != (frames > 0)
+    if wrong.any():
+        i = _first(wrong)
+        raise w.error(_presence_problem(present[i], int(frames[i])), f"{m}_present", row0 + i)
 
 
 def _frame_size(typ: pa.DataType) -> int | None:

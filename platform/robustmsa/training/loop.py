@@ -12,6 +12,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -117,7 +118,8 @@ def run_training(
     seed_everything(t.seed)
     d = config.data
     splits = open_dataset(
-        dataset_dir(d.source, path=d.path, preset=d.preset, seed=d.seed, cache_dir=d.cache_dir)
+        dataset_dir(d.source, path=d.path, preset=d.preset, seed=d.seed, cache_dir=d.cache_dir),
+        frame_cache=Path(d.cache_dir) / "frames",
     )
     train, valid = splits["train"], splits["valid"]
     inner = build_model(config, train.meta.dims).to(device)

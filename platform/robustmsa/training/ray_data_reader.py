@@ -1,7 +1,7 @@
 """The Ray Data path: a split read with ``ray.data.read_parquet``, handed out as `Batch`es.
 
 For datasets that live on shared storage and are streamed to many workers. Batches are
-standardised and padded exactly as `ParquetSplit.batch` does (same `FrameStore`), so both
+standardised and padded exactly as `ParquetSplit.batch` does (same `FrameStore` gather), so both
 paths give identical tensors; ``benchmarks/reader_paths.py`` measures their throughput.
 """
 
@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import ParquetSplit
+from robustmsa.data.parquet import FrameStore, ParquetSplit
 
 
 def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
@@ -23,8 +23,11 @@ def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
     for m in MODALITIES:
         column = table.column(m).combine_chunks()
         d = split.meta.dims[m]
-        store = split.frames[m].with_frames(
-            column.values.flatten().to_numpy().reshape(-1, d), column.offsets.to_numpy()
+        store = FrameStore.standardise(
+            column.values.flatten().to_numpy().reshape(-1, d),
+            column.offsets.to_numpy(),
+            np.asarray(split.meta.feature_mean[m], np.float32),
+            np.asarray(split.meta.feature_std[m], np.float32),
         )
         features[m], masks[m] = store.padded(rows)
         present[m] = torch.from_numpy(

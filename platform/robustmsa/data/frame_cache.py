@@ -1,0 +1,170 @@
+"""A split's frames, standardised once into ``.npy`` files that every later open memory-maps.
+
+Why: Parquet pages are compressed and decoded into memory, so reading a split's frame columns
+costs its whole decoded size in RAM on every open (12 GiB for MOSEI, see
+``benchmarks/README.md``), and each batch would standardise its frames again. The cache holds,
+per modality, the split's frames standardised with the train-split statistics, back to back,
+followed by one zero row (``values`` float32 ``(F + 1, d)``), and the row offsets
+(``offsets`` int64 ``(N + 1,)``). ``np.load(mmap_mode="r")`` maps them without reading: pages
+come from the OS page cache as batches touch them, and a padded batch is one gather whose
+padding positions point at the zero row.
+
+The cache is built by streaming the Parquet file in chunks of rows (``chunk_rows``), each chunk
+validated (`robustmsa.data.validate.validate_frames`: messages name the split row) before it is
+written, so building needs memory for one chunk, not the split. A cache directory belongs to
+one file path; its ``manifest.json`` records the file's size, modification time and dataset
+digest, and any mismatch (the file was rewritten) rebuilds it. Builds go to a temporary
+directory renamed into place, so a failed build leaves nothing and concurrent builders (two
+trials opening one dataset) do not see each other's half-written files.
+
+Location: ``$ROBUSTMSA_FRAME_CACHE`` or ``~/.cache/robustmsa/frames`` unless the caller names a
+directory (the training loop uses ``<data.cache_dir>/frames``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from robustmsa.data.batch import MODALITIES
+from robustmsa.data.schema import DatasetMeta
+from robustmsa.data.validate import validate_frames
+
+CACHE_VERSION = 1
+CHUNK_ROWS = 512
+ENV_VAR = "ROBUSTMSA_FRAME_CACHE"
+
+
+def frame_cache_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$ROBUSTMSA_FRAME_CACHE``, else ``~/.cache/robustmsa/frames``."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ENV_VAR, "~/.cache/robustmsa/frames")).expanduser()
+
+
+def _identity(path: Path, meta: DatasetMeta) -> dict:
+    st = path.stat()
+    return {
+        "version": CACHE_VERSION,
+        "file": str(path.resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "digest": meta.digest,
+        "dims": dict(meta.dims),
+    }
+
+
+def cache_dir_for(path: Path, root: Path) -> Path:
+    """The cache directory of the Parquet file ``path`` under ``root`` (one per file path)."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return root / f"{path.stem}-{key}"
+
+
+def _load(target: Path, identity: dict, rows: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The mapped arrays of a complete, current cache at ``target``; {} when it is absent,
+    stale or malformed (the caller rebuilds)."""
+    try:
+        if json.loads((target / "manifest.json").read_text()) != identity:
+            return {}
+        out = {}
+        for m in MODALITIES:
+            values = np.load(target / f"{m}.values.npy", mmap_mode="r", allow_pickle=False)
+            offsets = np.load(target / f"{m}.offsets.npy", allow_pickle=False)
+            ok = (
+                values.dtype == np.float32
+                and values.shape == (int(offsets[-1]) + 1, identity["dims"][m])
+                and offsets.shape == (rows + 1,)
+            )
+            if not ok:
+                return {}
+            out[m] = (values, offsets)
+        return out
+    except (OSError, ValueError, KeyError, IndexError):
+        return {}
+
+
+def _build(
+    path: Path,
+    tmp: Path,
+    meta: DatasetMeta,
+    lengths: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    ids: list[str],
+    chunk_rows: int,
+) -> None:
+    parquet = pq.ParquetFile(path, memory_map=True)
+    for m in MODALITIES:
+        d = meta.dims[m]
+        offsets = np.concatenate([[0], np.cumsum(lengths[m], dtype=np.int64)])
+        mean = np.asarray(meta.feature_mean[m], np.float32)
+        inv_std = (1.0 / np.asarray(meta.feature_std[m], np.float64)).astype(np.float32)
+        values = np.lib.format.open_memmap(
+            tmp / f"{m}.values.npy", mode="w+", dtype=np.float32, shape=(int(offsets[-1]) + 1, d)
+        )
+        row0 = 0
+        for chunk in parquet.iter_batches(batch_size=chunk_rows, columns=[m]):
+            col = chunk.column(0)
+            r1 = row0 + len(col)
+            validate_frames(path, m, col, lengths[m][row0:r1], present[m][row0:r1], meta, ids, row0)
+            first, last = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
+            x = col.values.flatten().to_numpy()[first * d : last * d].reshape(-1, d)
+            out = values[offsets[row0] : offsets[r1]]
+            np.subtract(x, mean, out=out)
+            np.multiply(out, inv_std, out=out)
+            row0 = r1
+        values[-1] = 0.0  # the padding row
+        values.flush()
+        del values
+        np.save(tmp / f"{m}.offsets.npy", offsets, allow_pickle=False)
+
+
+def load_frames(
+    path: Path,
+    meta: DatasetMeta,
+    lengths: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    ids: list[str],
+    root: Path,
+    chunk_rows: int | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality ``(values (F + 1, d) mapped read-only, offsets (N + 1,))`` of the split
+    file ``path``, building (and validating) the cache first when it is absent or stale.
+
+    ``lengths``/``present`` are the split's validated ``m_length``/``m_present`` columns and
+    ``ids`` its ids (they name rows in error messages); ``chunk_rows`` rows are streamed at a
+    time (default `CHUNK_ROWS`).
+    """
+    identity = _identity(path, meta)
+    target = cache_dir_for(path, root)
+    found = _load(target, identity, len(ids))
+    if found:
+        return found
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+    try:
+        _build(path, tmp, meta, lengths, present, ids, chunk_rows or CHUNK_ROWS)
+        (tmp / "manifest.json").write_text(json.dumps(identity))
+        if target.exists():  # stale: move it aside first (a directory rename cannot replace it)
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale.", dir=root))
+            with contextlib.suppress(FileNotFoundError):  # another builder moved it first
+                os.replace(target, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another builder finished first; its cache is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    found = _load(target, identity, len(ids))
+    if not found:
+        raise OSError(f"{target}: frame cache unreadable right after it was built")
+    return found
