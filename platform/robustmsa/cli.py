@@ -189,15 +189,74 @@ def _import(args):
     )  # fmt: skip
 
 
+def _add_evaluate_command(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate",
+        help="re-evaluate a logged checkpoint on the spectrum",
+        description="Re-evaluate the checkpoint that a finished trial logged to MLflow: its best "
+        "weights (chosen on validation) on the spectrum points of a split. Writes the long-form "
+        "table; logs nothing to the run.",
+    )
+    ev.add_argument("--run-id", required=True, help="MLflow run id of a finished trial")
+    ev.add_argument("--split", choices=["valid", "test"], default="valid")
+    ev.add_argument(
+        "--protocols", nargs="+", metavar="NAME", help="default: the run's validation protocols"
+    )
+    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--out", type=Path, help="write the table here (.parquet)")
+    ev.add_argument(
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlruns.db (sqlite)"
+    )
+    ev.add_argument("--device", default="cpu")
+
+
+def _evaluate(args) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.errors import ConfigError
+    from robustmsa.evaluation.logged import evaluate_split, load_logged
+    from robustmsa.evaluation.summaries import spectrum_score
+    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    if args.out is not None:
+        if args.out.suffix != ".parquet":
+            raise ConfigError(f"--out {args.out}: must end in .parquet")
+        if not args.out.parent.is_dir():
+            raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    check_reachable(uri)
+    trained = load_logged(MlflowClient(uri), args.run_id)
+    rows = evaluate_split(
+        trained, args.split, args.protocols, batch_size=args.batch_size, device=args.device
+    )
+    if args.out is not None:
+        tmp = args.out.with_name(f".{args.out.name}.tmp")
+        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        os.replace(tmp, args.out)  # never a half-written table under the final name
+    for r in rows:
+        print(
+            f"{r['protocol']:>10} {r['modalities']:>18} {r['level']:5.2f} "
+            f"{r['metric']:>10} {r['value']:10.4f}"
+        )
+    print(f"spectrum score ({args.split}): {spectrum_score(rows):.4f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="robustmsa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
+    _add_evaluate_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if args.command == "data":
             _run_data_command(args)
+        elif args.command == "evaluate":
+            _evaluate(args)
     except RobustMSAError as exc:
         return _fail(str(exc))
     except BrokenPipeError:  # `robustmsa data inspect DIR | head`: the reader left early

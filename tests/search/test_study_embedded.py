@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from paths import REPO
+from robustmsa.cli import main as cli_main
 from robustmsa.config import from_dict, load
 from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import RobustMSAError
+from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.study import SEARCH_METRIC, run_study
 
 STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
@@ -73,6 +76,34 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
         c for c in children if c.data.tags["robustmsa.trial_id"] == result.best["trial_id"]
     ]
     assert exported.training.lr == pytest.approx(float(best_trial[0].data.params["training.lr"]))
+    _check_test_split_and_reevaluation(client, children, tmp_path)
+
+
+def _check_test_split_and_reevaluation(client, children, tmp_path):
+    """Completed trials were evaluated on test once (tagged); pruned ones never. The logged
+    checkpoint re-evaluates (``robustmsa evaluate``) to exactly the logged numbers."""
+    completed = [c for c in children if c.data.tags["robustmsa.outcome"] == "completed"]
+    assert completed, "a 3-epoch study with grace period 1 completes at least one trial"
+    for child in children:
+        tested = TEST_TAG in child.data.tags
+        assert tested == (child in completed)
+        assert any(k.startswith("test/spectrum/") for k in child.data.metrics) == tested
+    run = completed[0]
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    out = tmp_path / "valid.parquet"
+    args = ["evaluate", "--run-id", run.info.run_id, "--tracking-uri", uri]
+    assert cli_main([*args, "--split", "valid", "--out", str(out)]) == 0
+    logged = client.download_artifacts(
+        run.info.run_id, "spectrum/spectrum_valid.parquet", str(tmp_path)
+    )
+    assert pq.read_table(out).to_pylist() == pq.read_table(logged).to_pylist()
+    assert cli_main([*args, "--split", "test", "--out", str(out)]) == 0
+    for row in pq.read_table(out).to_pylist():
+        key = f"test/spectrum/{row['protocol']}/{row['modalities']}/{row['metric']}"
+        history = client.get_metric_history(run.info.run_id, key)
+        logged_value = {m.step: m.value for m in history}[round(row["level"] * 100)]
+        assert row["value"] == pytest.approx(logged_value, rel=1e-9, abs=1e-12)
+    assert TEST_TAG in client.get_run(run.info.run_id).data.tags  # nothing re-logged
 
 
 def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):

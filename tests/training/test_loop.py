@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from robustmsa.config import from_dict
 from robustmsa.data.parquet import open_dataset
 from robustmsa.evaluation.spectrum import evaluate_spectrum
 from robustmsa.evaluation.summaries import spectrum_score
@@ -12,22 +10,7 @@ from robustmsa.spectrum import build_points
 from robustmsa.training.checkpoint import load_state, load_weights
 from robustmsa.training.loop import OBJECTIVE, build_model, run_training
 from robustmsa.training.reporting import LocalReporter
-
-
-def tiny_config(tiny_dataset, **training):
-    return from_dict(
-        {
-            "data": {"source": "parquet", "path": str(tiny_dataset)},
-            "model": {"name": "qa_moe", "params": {"hidden": 16, "expert_hidden": 32}},
-            "training": {"epochs": 3, "batch_size": 32, "seed": 0, **training},
-        }
-    )
-
-
-def train(config, tmp_path=None):
-    torch.set_num_threads(1)
-    reporter = LocalReporter(checkpoint_root=tmp_path)
-    return run_training(config, reporter), reporter
+from tiny_training import tiny_config, train
 
 
 def test_reports_every_epoch_with_objective_and_train_metrics(tiny_dataset, tmp_path):

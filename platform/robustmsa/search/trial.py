@@ -27,6 +27,7 @@ from ray import tune
 
 from robustmsa.config import from_dict
 from robustmsa.data.source import dataset_dir
+from robustmsa.evaluation.logged import evaluate_test_once
 from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import (
     TRIAL_TAG,
@@ -105,6 +106,9 @@ def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | N
         outcome = "completed" if done else "pruned"
         if rows:
             log_spectrum(client, run_id, rows, split="valid")
+        if outcome == "completed":
+            # Training and selection are over: the one test evaluation of this trial.
+            evaluate_test_once(client, run_id, checkpoint_dir)
         with tempfile.TemporaryDirectory() as tmp:
             for name in (BEST_MODEL_FILE, CONFIG_FILE):
                 (Path(tmp) / name).write_bytes((checkpoint_dir / name).read_bytes())

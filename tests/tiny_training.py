@@ -1,0 +1,24 @@
+"""Train the small QA-MoE on the tiny synthetic dataset in-process (shared by training tests)."""
+
+from __future__ import annotations
+
+import torch
+from robustmsa.config import from_dict
+from robustmsa.training.loop import run_training
+from robustmsa.training.reporting import LocalReporter
+
+
+def tiny_config(tiny_dataset, **training):
+    return from_dict(
+        {
+            "data": {"source": "parquet", "path": str(tiny_dataset)},
+            "model": {"name": "qa_moe", "params": {"hidden": 16, "expert_hidden": 32}},
+            "training": {"epochs": 3, "batch_size": 32, "seed": 0, **training},
+        }
+    )
+
+
+def train(config, tmp_path=None):
+    torch.set_num_threads(1)
+    reporter = LocalReporter(checkpoint_root=tmp_path)
+    return run_training(config, reporter), reporter
