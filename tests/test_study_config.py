@@ -51,7 +51,7 @@ def test_overrides_are_typed_by_yaml_and_reach_nested_keys():
         (["model.name=nope"], "model.name: unknown model 'nope'"),
         (["model.params.experts=3"], "model.params.experts: unknown key"),
         (["model.params.top_k=9", "model.params.num_experts=4"], "model.params.top_k"),
-        (["spectrum.protocols=[clean, nope]"], "spectrum.protocols: unknown protocol 'nope'"),
+        (["spectrum.protocols=[clean, nope]"], "spectrum.protocols: protocol 'nope' unknown"),
         (["spectrum.p_drop=1.5"], "spectrum.p_drop: must be in [0, 1]"),
         (["data.source=parquet"], "data.path: required"),
         (["training=3"], "training: expected a mapping"),
@@ -97,3 +97,50 @@ def test_override_syntax_error():
 def test_round_trip_through_dict_is_identity():
     config = load(STUDY_YAML)
     assert from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["spectrum.sampler=magic"], "spectrum.sampler: expected one of"),
+        (["spectrum.clean_fraction=1.5"], "spectrum.clean_fraction: must be in [0, 1]"),
+        (["spectrum.p_pattern=-0.1"], "spectrum.p_pattern: must be in [0, 1]"),
+        (["spectrum.rates_axis=sideways"], "spectrum.rates_axis: expected one of"),
+        (["spectrum.mixture_weights={rates: -1}"], "spectrum.mixture_weights.rates: must be"),
+        (["spectrum.mixture_weights.rates=.nan"], "spectrum.mixture_weights.rates: must be"),
+        (["spectrum.mixture_weights={bogus: 1}"], "spectrum.mixture_weights.bogus: unknown"),
+        (["spectrum.mixture_weights={rates: 0}"], "spectrum.mixture_weights: must not all be 0"),
+        (["spectrum.mixture_weights=3"], "spectrum.mixture_weights: expected a mapping"),
+    ],
+)
+def test_bad_sampler_settings_fail_with_the_key_path(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load(STUDY_YAML, overrides)
+    assert message in str(err.value)
+
+
+def test_sampler_settings_round_trip_and_can_be_searched():
+    raw = load(STUDY_YAML).to_dict()
+    config = from_dict(
+        raw,
+        {
+            "spectrum.sampler": "mixture",
+            "spectrum.clean_fraction": 0.25,
+            "spectrum.rates_axis": "both",
+            "spectrum.p_pattern": 0.6,
+            "spectrum.mixture_weights": {"rates": 2, "patterns": 1},
+            "search.space": [
+                {"name": "spectrum.clean_fraction", "type": "float", "low": 0.0, "high": 1.0},
+                {"name": "spectrum.mixture_weights.rates", "type": "float", "low": 0, "high": 3},
+                {"name": "spectrum.sampler", "type": "categorical", "choices": ["rates"]},
+            ],
+        },
+    )
+    s = config.spectrum
+    assert (s.sampler, s.rates_axis) == ("mixture", "both")
+    assert (s.clean_fraction, s.p_pattern) == (0.25, 0.6)
+    assert s.mixture_weights == {"rates": 2.0, "patterns": 1.0}
+    assert all(isinstance(w, float) for w in s.mixture_weights.values())
+    assert from_dict(config.to_dict()) == config
+    # An unchanged study YAML keeps today's sampler.
+    assert load(STUDY_YAML).spectrum.sampler == "continuous"

@@ -90,25 +90,54 @@ class TrainingConfig:
 class SpectrumConfig:
     """Corruption at training time and the validation spectrum.
 
-    Training: per sample and modality, ``λ, η ~ U(0, 1)`` with probability ``p_corrupt``, and
-    whole-modality drop with probability ``p_drop``. Evaluation: ``protocols`` on the
-    validation split, corrupted deterministically from ``eval_seed``.
+    Training (``sampler``, see `robustmsa.spectrum.sampler`; every parameter a flat key, so a
+    search can name it): ``continuous`` (QA-MoE) draws ``λ, η ~ U(0, 1)`` per sample and
+    modality with probability ``p_corrupt``, then drops whole modalities with probability
+    ``p_drop``; ``rates`` (LNLN) keeps ``clean_fraction`` of the samples clean and gives the
+    others per-modality rates ``r ~ U(0, 1)`` on ``rates_axis``; ``patterns`` (MPLMM) gives a
+    sample one of the incomplete availability patterns with probability ``p_pattern``;
+    ``mixture`` picks one of those three per sample by ``mixture_weights`` (name -> weight >= 0,
+    left-out names weigh 0); ``fixed`` puts every sample at ``(fixed_noise, fixed_missing)`` (the
+    per-rate specialists of TFR-Net / EMT-DLFR). Evaluation: ``protocols`` on the validation
+    split, corrupted deterministically from ``eval_seed``.
     """
 
+    sampler: Literal["continuous", "rates", "patterns", "fixed", "mixture"] = "continuous"
     p_corrupt: float = 1.0
     p_drop: float = 0.1
-    protocols: list[str] = field(default_factory=lambda: ["clean", "missing", "noise"])
+    clean_fraction: float = 0.5
+    rates_axis: Literal["missing", "noise", "both"] = "missing"
+    p_pattern: float = 0.7
+    fixed_noise: float = 0.0
+    fixed_missing: float = 0.0
+    mixture_weights: dict[str, float] = field(
+        default_factory=lambda: {"continuous": 1.0, "rates": 1.0, "patterns": 1.0}
+    )
+    # Every epoch's validation: the all-modality curves (cheap); `missing` alone would add the
+    # per-modality curves (4x the points). The finished trial's test evaluation uses the same.
+    protocols: list[str] = field(default_factory=lambda: ["clean", "missing@all", "noise@all"])
     eval_seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("p_corrupt", "p_drop"):
+        for name in (
+            "p_corrupt",
+            "p_drop",
+            "clean_fraction",
+            "p_pattern",
+            "fixed_noise",
+            "fixed_missing",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        from robustmsa.spectrum import PROTOCOLS
+        from robustmsa.spectrum.sampler import check_mixture_weights
 
-        for p in self.protocols:
-            if p not in PROTOCOLS:
-                raise ValueError(f"protocols: unknown protocol {p!r} (known: {sorted(PROTOCOLS)})")
+        check_mixture_weights(self.mixture_weights)  # says "mixture_weights.<name>: ..."
+        from robustmsa.spectrum.protocols import check_protocol_names
+
+        try:
+            check_protocol_names(self.protocols)
+        except ValueError as exc:
+            raise ValueError(f"protocols: {exc}") from exc
 
 
 @dataclass
@@ -137,8 +166,18 @@ class ParamSpace:
 
 @dataclass
 class SearchConfig:
-    """Ray Tune + Optuna (seeded TPE) + ASHA over ``space``; objective ``val/spectrum_score``."""
+    """What a study trains. ``kind``: ``search`` (Ray Tune + Optuna seeded TPE + ASHA over
+    ``space``; objective ``val/spectrum_score``), ``per_rate`` (one specialist per level of
+    ``levels`` on the ``per_rate_axis`` of all modalities: TFR-Net / EMT-DLFR) or
+    ``one_checkpoint_for_all`` (those specialists and one model trained on the continuous
+    spectrum, compared on the same points). ``reference_model`` (a registered model name, or
+    null) is trained first at its default parameters: the baseline of effective robustness.
+    """
 
+    kind: Literal["search", "per_rate", "one_checkpoint_for_all"] = "search"
+    reference_model: str | None = "late_fusion"
+    per_rate_axis: Literal["missing", "noise"] = "missing"
+    levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     num_samples: int = 8
     max_concurrent: int = 2
     seed: int = 0
@@ -153,6 +192,20 @@ class SearchConfig:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.reduction_factor < 2:
             raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
+        if not self.levels or any(not 0.0 <= v <= 1.0 for v in self.levels):
+            raise ValueError(
+                f"levels: must be a non-empty list of values in [0, 1], got {self.levels}"
+            )
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels: values repeat in {self.levels}")
+        if self.reference_model is not None:
+            from robustmsa.models import MODELS
+
+            if self.reference_model not in MODELS:
+                raise ValueError(
+                    f"reference_model: unknown model {self.reference_model!r} "
+                    f"(known: {sorted(MODELS)})"
+                )
 
 
 @dataclass

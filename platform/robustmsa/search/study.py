@@ -7,6 +7,10 @@ and the driver ends any run still RUNNING before it returns, however the study e
 
 Objective: ``best/val/spectrum_score`` (the best-so-far validation spectrum score, see
 `robustmsa.evaluation.summaries.spectrum_score`), minimised; ASHA compares trials on it per epoch.
+
+Before the search, the study trains its reference model (``search.reference_model``, late
+fusion by default; a child run tagged ``robustmsa.role = reference``), and every trial's run
+then gets its effective robustness against that model's validation curves.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class StudyResult:
     trials: list[dict] = field(default_factory=list)
     best: dict | None = None
     best_config: dict | None = None
+    comparison: list[dict] | None = None  # search.kind per_rate / one_checkpoint_for_all
     wall_s: float = 0.0
 
 
@@ -88,6 +93,58 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
+REFERENCE_ROLE = "reference"
+
+
+def reference_variant(model_name: str):
+    """The study's reference model: ``model_name`` at its default parameters, with the
+    study's data, training and spectrum settings (the baseline of effective robustness)."""
+    from robustmsa.search.variants import Variant
+
+    return Variant(REFERENCE_ROLE, {"model.name": model_name, "model.params": {}})
+
+
+def _compare(
+    config: StudyConfig,
+    ctx,
+    data_root: Path,
+    resources: dict[str, float],
+    in_process: bool,
+    reference_rows: list[dict] | None,
+    client,
+    parent: str,
+) -> list[dict]:
+    """Train the per-rate specialists (and the one checkpoint), log the comparison table to
+    the parent run and return it (`robustmsa.search.comparison`)."""
+    from robustmsa.data.parquet import open_dataset
+    from robustmsa.evaluation.ceiling import oracle_rows
+    from robustmsa.evaluation.spectrum import SpectrumEvaluator
+    from robustmsa.search.comparison import comparison_table, comparison_variants, log_comparison
+    from robustmsa.search.variants import run_variants
+    from robustmsa.spectrum import build_points
+
+    s = config.search
+    variants = comparison_variants(config)
+    rows = run_variants(
+        ctx,
+        variants,
+        name=s.kind,
+        resources=resources,
+        max_concurrent=s.max_concurrent,
+        reuse_actors=in_process,
+        reference_rows=reference_rows,
+    )
+    valid = open_dataset(data_root, frame_cache=Path(ctx.base["data"]["cache_dir"]) / "frames")
+    evaluator = SpectrumEvaluator(
+        valid["valid"],
+        build_points([f"{s.per_rate_axis}@all"], levels=s.levels),
+        seed=config.spectrum.eval_seed,
+    )
+    table = comparison_table(rows, s.per_rate_axis, s.levels, oracle_rows(evaluator))
+    log_comparison(client, parent, table, s.per_rate_axis)
+    return table
+
+
 def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     """Run the search of ``config``; everything relative resolves against ``root``."""
     from mlflow.tracking import MlflowClient
@@ -98,6 +155,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
 
     from robustmsa.search.space import define_by_run
     from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
         STUDY_TAG,
@@ -145,6 +203,23 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         resources = {"cpu": 1}
         if config.training.use_gpu and config.training.num_workers == 1:
             resources["gpu"] = 1
+        reference_rows = None
+        if s.reference_model:
+            # Trained first, so that every trial's run gets its effective robustness.
+            reference_rows = run_variants(
+                ctx,
+                [reference_variant(s.reference_model)],
+                name="reference",
+                resources=resources,
+                max_concurrent=1,
+                reuse_actors=in_process,
+            )[REFERENCE_ROLE]
+        if s.kind != "search":
+            result.comparison = _compare(
+                config, ctx, data_root, resources, in_process, reference_rows, client, parent
+            )
+            status = "FINISHED"
+            return result
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
             tune_config=tune.TuneConfig(
@@ -175,7 +250,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             run_config=tune.RunConfig(
                 name=f"{config.name}-{parent[:8]}",
                 storage_path=result.storage_path,
-                callbacks=[TrialRunFinisher(uri, experiment_id)],
+                callbacks=[TrialRunFinisher(uri, experiment_id, reference_rows)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),

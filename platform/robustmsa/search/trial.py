@@ -11,7 +11,13 @@ that report never runs in the trial.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
 stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
-epoch so far); ``FAILED`` when the trial raised.
+epoch so far); ``FAILED`` when the trial raised. A completed trial is then evaluated once on the
+test split (`robustmsa.evaluation.logged.evaluate_test_once`); a pruned one never.
+
+A trial is either a searched point (the sampled key paths) or a fixed variant
+(``{VARIANT_KEY: {"role": ..., "overrides": {...}}}``, see `robustmsa.search.variants`), whose
+run is tagged ``robustmsa.role``. When the study trained a reference model, every finished
+trial also gets its effective robustness against it (``robust/.../effective_<metric>``).
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ from ray import tune
 from robustmsa.config import from_dict
 from robustmsa.data.source import dataset_dir
 from robustmsa.evaluation.logged import evaluate_test_once
+from robustmsa.evaluation.summaries import effective_robustness_summary
 from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import (
     TRIAL_TAG,
     MlflowEpochSink,
     flatten,
+    log_metrics,
     log_params,
     set_tags,
     start_run,
@@ -40,6 +48,9 @@ from robustmsa.tracking.runs import (
 from robustmsa.tracking.spectrum import log_spectrum
 from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, load_state
 from robustmsa.training.trainer import fit, resolve_backend
+
+VARIANT_KEY = "robustmsa.variant"
+ROLE_TAG = "robustmsa.role"
 
 
 @dataclass
@@ -56,6 +67,11 @@ class StudyContext:
 def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
     """The Tune function trainable: config from the sampled point, a child run, training."""
     tune_ctx = tune.get_context()
+    tags = {TRIAL_TAG: tune_ctx.get_trial_id()}
+    if VARIANT_KEY in sampled:
+        variant = sampled[VARIANT_KEY]
+        sampled = variant["overrides"]
+        tags[ROLE_TAG] = variant["role"]
     config = from_dict(ctx.base, sampled)
     client = MlflowClient(ctx.tracking_uri)
     run_id = start_run(
@@ -63,7 +79,7 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
         ctx.experiment_id,
         tune_ctx.get_trial_name(),
         parent_run_id=ctx.parent_run_id,
-        tags={TRIAL_TAG: tune_ctx.get_trial_id(), "robustmsa.model": config.model.name},
+        tags={**tags, "robustmsa.model": config.model.name},
     )
     try:
         log_params(client, run_id, flatten(config.to_dict()))
@@ -97,8 +113,14 @@ def _last_checkpoint(trial):
     return contextlib.nullcontext((trial.last_result or {}).get("checkpoint_path"))
 
 
-def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | None) -> str:
-    """Log the outcome stored in ``checkpoint_dir`` to ``run_id`` and end it; returns outcome."""
+def finish_trial_run(
+    client: MlflowClient,
+    run_id: str,
+    checkpoint_dir: Path | None,
+    reference_rows: list[dict] | None = None,
+) -> str:
+    """Log the outcome stored in ``checkpoint_dir`` to ``run_id`` and end it; returns outcome.
+    ``reference_rows``: the reference model's validation rows (effective robustness)."""
     outcome = "no checkpoint"
     if checkpoint_dir is not None:
         state, rows = load_state(checkpoint_dir)
@@ -106,6 +128,9 @@ def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | N
         outcome = "completed" if done else "pruned"
         if rows:
             log_spectrum(client, run_id, rows, split="valid")
+            if reference_rows:
+                effective = effective_robustness_summary(rows, reference_rows)
+                log_metrics(client, run_id, [(k, v, 0) for k, v in effective.items()])
         if outcome == "completed":
             # Training and selection are over: the one test evaluation of this trial.
             evaluate_test_once(client, run_id, checkpoint_dir)
@@ -126,9 +151,12 @@ def finish_trial_run(client: MlflowClient, run_id: str, checkpoint_dir: Path | N
 class TrialRunFinisher(tune.Callback):
     """Ends each trial's MLflow run on the driver once Tune is done with the trial."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str):
+    def __init__(
+        self, tracking_uri: str, experiment_id: str, reference_rows: list[dict] | None = None
+    ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
+        self.reference_rows = reference_rows
 
     def _runs(self, client: MlflowClient, trial) -> list:
         return client.search_runs(
@@ -140,7 +168,12 @@ class TrialRunFinisher(tune.Callback):
         client = MlflowClient(self.tracking_uri)
         for run in self._runs(client, trial):
             with _last_checkpoint(trial) as local:
-                finish_trial_run(client, run.info.run_id, Path(local) if local else None)
+                finish_trial_run(
+                    client,
+                    run.info.run_id,
+                    Path(local) if local else None,
+                    self.reference_rows,
+                )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)

@@ -27,6 +27,7 @@ from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
 from robustmsa.models.base import MSAModel
 from robustmsa.spectrum import TrainingSampler, build_points
+from robustmsa.spectrum.sampler import build_sampler
 from robustmsa.training.checkpoint import save_checkpoint
 
 OBJECTIVE = "val/spectrum_score"  # minimised; defined in evaluation.summaries.spectrum_score
@@ -125,7 +126,7 @@ def run_training(
     inner = build_model(config, train.meta.dims).to(device)
     model = wrap_model(inner) if wrap_model else inner
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    sampler = TrainingSampler(config.spectrum.p_corrupt, config.spectrum.p_drop)
+    sampler = build_sampler(config.spectrum)
     generator = torch.Generator().manual_seed(t.seed * 7919 + rank)
     evaluator = SpectrumEvaluator(
         valid, build_points(config.spectrum.protocols), seed=config.spectrum.eval_seed

@@ -1,0 +1,89 @@
+"""Train a fixed list of config variants as Tune trials of a study (no search, no pruning).
+
+Used for what a study trains besides its searched trials: the late-fusion reference model
+(the baseline of effective robustness) and the per-rate specialists and the one checkpoint of
+the One-Checkpoint-for-All comparison. Each variant is a trial of the same `run_trial` (a
+child MLflow run under the study's parent, tagged ``robustmsa.role``), finished by the same
+`TrialRunFinisher` (validation spectrum, one test evaluation, checkpoint artifacts), so a
+variant is logged exactly like a searched trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from robustmsa.errors import RobustMSAError
+from robustmsa.search.trial import VARIANT_KEY, StudyContext, TrialRunFinisher, run_trial
+from robustmsa.training.checkpoint import load_state
+
+
+@dataclass
+class Variant:
+    """``role`` names the variant (``reference``, ``rate-0.30``, ...); ``overrides`` are
+    config key paths to values applied on top of the study config."""
+
+    role: str
+    overrides: dict[str, Any]
+
+
+def _checkpoint_dir(result):
+    """The result's checkpoint directory as a context manager (Tune's own, or the Train
+    checkpoint path that ``TuneReportCallback`` reports)."""
+    if result.checkpoint is not None:
+        return result.checkpoint.as_directory()
+    return contextlib.nullcontext((result.metrics or {}).get("checkpoint_path"))
+
+
+def run_variants(
+    ctx: StudyContext,
+    variants: list[Variant],
+    *,
+    name: str,
+    resources: dict[str, float],
+    max_concurrent: int,
+    reuse_actors: bool,
+    reference_rows: list[dict] | None = None,
+) -> dict[str, list[dict]]:
+    """Train every variant to completion; returns ``{role: validation rows of its best
+    epoch}``. Raises `RobustMSAError` naming the variants that failed."""
+    from ray import tune
+
+    roles = [v.role for v in variants]
+    if len(set(roles)) != len(roles):
+        raise ValueError(f"variant roles must be unique, got {roles}")
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+        param_space={
+            VARIANT_KEY: tune.grid_search(
+                [{"role": v.role, "overrides": v.overrides} for v in variants]
+            )
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=reuse_actors,
+            trial_name_creator=lambda t: f"{name}_{t.trial_id}",
+            trial_dirname_creator=lambda t: f"{name}_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{name}-{ctx.parent_run_id[:8]}",
+            storage_path=ctx.storage_path,
+            callbacks=[TrialRunFinisher(ctx.tracking_uri, ctx.experiment_id, reference_rows)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0,
+        ),
+    )
+    rows: dict[str, list[dict]] = {}
+    failed = []
+    for result in tuner.fit():
+        role = (result.config or {})[VARIANT_KEY]["role"]
+        with _checkpoint_dir(result) as local:
+            if result.error or local is None:
+                why = str(result.error).splitlines()[0] if result.error else "no checkpoint"
+                failed.append(f"{role}: {why}")
+                continue
+            rows[role] = load_state(local)[1]
+    if failed:
+        raise RobustMSAError(f"{name}: variants failed ({'; '.join(failed)})")
+    return {role: rows[role] for role in roles}
