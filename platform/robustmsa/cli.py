@@ -19,6 +19,7 @@ SMOKE_OVERRIDES = {
     "search.num_samples": 2,
     "search.max_concurrent": 2,
     "search.grace_period": 1,
+    "search.levels": [0.0, 0.5, 1.0],  # per_rate / one_checkpoint_for_all: three specialists
 }
 
 

@@ -15,6 +15,7 @@ from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.study import SEARCH_METRIC, run_study
+from robustmsa.search.trial import ROLE_TAG
 
 STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
 
@@ -28,6 +29,7 @@ def smoke_config(tmp_path, **overrides):
         "search.grace_period": 1,
         "model.params.hidden": 16,
         "model.params.expert_hidden": 32,
+        "search.reference_model": "null",  # the first test turns it on
     }
     base.update(overrides)
     return load(STUDY_YAML, [f"{k}={v}" for k, v in base.items()])
@@ -40,15 +42,23 @@ def runs_of(root):
 
 
 def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
-    config = smoke_config(tmp_path)
+    config = smoke_config(tmp_path, **{"search.reference_model": "late_fusion"})
     result = run_study(config, root=tmp_path)
     assert len(result.trials) == 3
     client, runs = runs_of(tmp_path)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics[SEARCH_METRIC] == pytest.approx(result.best["score"])
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
+    # The late-fusion reference is trained first, then every trial is measured against it.
+    (reference,) = [r for r in nested if r.data.tags.get(ROLE_TAG) == "reference"]
+    assert reference.data.params["model.name"] == "late_fusion"
+    assert reference.info.status == "FINISHED"
+    children = [r for r in nested if r is not reference]
     assert len(children) == 3
+    for child in children:
+        for curve in ("missing/all", "noise/all"):
+            assert f"robust/{curve}/effective_mae" in child.data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
     for child in children:
         # Every resolved parameter, once; sampled values differ per trial.
@@ -58,7 +68,7 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
         assert "spectrum/noise/all/mae" in child.data.metrics
     # Provenance: the dataset is an input of every trial run and of the study run.
     digest = None
-    for run_id in [result.parent_run_id] + [c.info.run_id for c in children]:
+    for run_id in [result.parent_run_id] + [c.info.run_id for c in nested]:
         inputs = client.get_run(run_id).inputs.dataset_inputs
         assert len(inputs) == 1
         assert inputs[0].dataset.name == "synthetic-tiny"

@@ -12,6 +12,7 @@ from robustmsa.spectrum import TrainingSampler
 from robustmsa.spectrum.sampler import (
     RATES_AXES,
     SAMPLERS,
+    FixedSampler,
     MixtureSampler,
     PatternSampler,
     RatesSampler,
@@ -444,3 +445,58 @@ def test_every_sampler_on_cuda_with_cpu_or_cuda_generator(tiny_valid, name):
     for m in MODALITIES:
         assert torch.equal(out.present[m].cpu(), on_cpu.present[m])
         assert torch.equal(out.reliability[m].cpu(), on_cpu.reliability[m])
+
+
+def _with_tokens(batch, length=12, seed=0):
+    """``batch`` with BERT-style token ids: [CLS] w ... w [SEP], then padding."""
+    from dataclasses import replace
+
+    g = torch.Generator().manual_seed(seed)
+    b = batch.size
+    lengths = torch.randint(4, length + 1, (b,), generator=g)
+    pos = torch.arange(length)[None, :]
+    mask = pos < lengths[:, None]
+    words = torch.randint(1000, 30000, (b, length), generator=g)
+    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
+    tokens[:, 0] = 101
+    tokens[torch.arange(b), lengths - 1] = 102
+    return replace(batch, tokens=tokens, token_mask=mask)
+
+
+def test_training_corrupts_tokens_with_the_text_rates(make_batch):
+    batch = _with_tokens(make_batch(b=400, t=8, d=4), length=16)
+    out = FixedSampler(noise=0.0, missing=0.5)(batch, torch.Generator().manual_seed(1))
+    special = (batch.tokens == 0) | (batch.tokens == 101) | (batch.tokens == 102)
+    assert torch.equal(out.tokens[special], batch.tokens[special])
+    words = batch.token_mask & ~special
+    unk = (out.tokens == 100) & words
+    # Half the words become [UNK] (binomial: n ~ 4000, sd ~ 0.008; 5 sd tolerance).
+    assert abs(unk.sum().item() / words.sum().item() - 0.5) < 0.04
+    assert torch.equal(out.tokens[words & ~unk], batch.tokens[words & ~unk])
+    assert torch.equal(out.clean.tokens, batch.tokens)
+
+
+def test_tokens_follow_whole_drops_and_restores(make_batch):
+    batch = _with_tokens(make_batch(b=300, t=8, d=4))
+    out = TrainingSampler(p_corrupt=0.0, p_drop=1.0)(batch, torch.Generator().manual_seed(2))
+    special = (batch.tokens == 0) | (batch.tokens == 101) | (batch.tokens == 102)
+    words = batch.token_mask & ~special
+    dropped = ~out.present["text"]
+    assert dropped.any() and (~dropped).any()
+    # Dropped text: every word is [UNK]; text restored as the one kept modality: untouched.
+    assert (out.tokens[dropped][words[dropped]] == 100).all()
+    assert torch.equal(out.tokens[~dropped], batch.tokens[~dropped])
+
+
+def test_fixed_puts_every_sample_at_its_point(make_batch):
+    batch = make_batch(b=200, t=40, d=4)
+    out = FixedSampler(noise=0.3, missing=0.25)(batch, gen(3))
+    for m in MODALITIES:
+        rel = out.reliability[m]
+        assert torch.all(rel[:, 0] == 0.3) and torch.all(rel[:, 1] == 0.25)
+        kept = out.masks[m].sum() / batch.masks[m].sum()
+        assert abs(kept.item() - 0.75) < 0.02  # n = 8000 frames, sd ~ 0.005
+    clean = FixedSampler()(batch, gen(3))
+    assert all(torch.equal(clean.features[m], batch.features[m]) for m in MODALITIES)
+    with pytest.raises(ValueError, match="fixed_missing"):
+        FixedSampler(missing=1.5)

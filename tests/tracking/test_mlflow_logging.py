@@ -123,6 +123,11 @@ def test_log_spectrum_points_summaries_and_artifact(client, run_id, tmp_path):
         "robust/missing/all/mean_mae": _trapezoid(MISSING_MAE) / 1.0,
         "robust/noise/text/auilc_corr": _trapezoid(NOISE_CORR),
         "robust/noise/text/mean_corr": _trapezoid(NOISE_CORR) / 1.0,
+        # LNLN's mean over the levels below 1.0, and the worst level (max MAE, min corr).
+        "robust/missing/all/ratemean_mae": sum(MISSING_MAE[:10]) / 10,
+        "robust/noise/text/ratemean_corr": sum(NOISE_CORR[:10]) / 10,
+        "robust/missing/all/worst_mae": MISSING_MAE[10],
+        "robust/noise/text/worst_corr": NOISE_CORR[10],
     }
     assert summaries == pytest.approx(expected)
     logged = client.get_run(run_id).data.metrics
@@ -161,8 +166,11 @@ def test_log_spectrum_test_split_prefixed(client, run_id, tmp_path):
         "test/spectrum/missing/all/mae",
         "test/robust/missing/all/auilc_mae",
         "test/robust/missing/all/mean_mae",
+        "test/robust/missing/all/ratemean_mae",
+        "test/robust/missing/all/worst_mae",
     }
     assert logged["test/robust/missing/all/auilc_mae"] == pytest.approx((1.0 + 1.1) / 2 * 0.1)
+    assert logged["test/robust/missing/all/worst_mae"] == pytest.approx(1.1)
     local = client.download_artifacts(run_id, "spectrum/spectrum_test.parquet", str(tmp_path))
     assert pq.read_table(local).to_pylist() == rows
 

@@ -1,6 +1,6 @@
 """The in-memory batch every model consumes.
 
-Shapes (B samples, T_m frames of modality m, d_m features per frame):
+Shapes (B samples, T_m frames of modality m, d_m features per frame, L token positions):
 
 - ``features[m]``: float32 ``(B, T_m, d_m)``, zero at padded or dropped frames;
 - ``masks[m]``: bool ``(B, T_m)``, True where a frame holds data;
@@ -11,7 +11,12 @@ Shapes (B samples, T_m frames of modality m, d_m features per frame):
 - ``clean``: during training under corruption, the same samples before corruption (used by
   self-supervised objectives that predict the clean encoding from the corrupted one), else None;
 - ``reliability``: optional float32 ``(B, 2)`` per modality, the ``(noise λ, missing η)`` that
-  was applied (known to the evaluation and the oracle; models must not read it).
+  was applied (known to the evaluation and the oracle; models must not read it);
+- ``tokens``: optional int64 ``(B, L)`` text token ids, padded with the pad id (0), when the
+  dataset has a ``text_ids`` column, else None;
+- ``token_mask``: optional bool ``(B, L)``, True at real tokens; set exactly when ``tokens`` is.
+  Tokens belong to the text modality: ``present["text"]`` governs them too (an absent text
+  keeps its token ids and mask; models must check ``present``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,23 @@ class Batch:
     ids: list[str]
     clean: Batch | None = None
     reliability: dict[str, torch.Tensor] = field(default_factory=dict)
+    tokens: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tokens is None) != (self.token_mask is None):
+            raise ValueError(
+                "tokens and token_mask must be given together, got tokens "
+                f"{'None' if self.tokens is None else 'set'} and token_mask "
+                f"{'None' if self.token_mask is None else 'set'}"
+            )
+        if self.tokens is not None and (
+            self.tokens.dim() != 2 or self.tokens.shape != self.token_mask.shape
+        ):
+            raise ValueError(
+                f"tokens {tuple(self.tokens.shape)} and token_mask "
+                f"{tuple(self.token_mask.shape)} must both be (B, L)"
+            )
 
     @property
     def size(self) -> int:
@@ -47,6 +69,9 @@ class Batch:
         def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
 
+        def move_one(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
         return replace(
             self,
             features=move(self.features),
@@ -55,6 +80,8 @@ class Batch:
             labels=self.labels.to(device, non_blocking=True),
             clean=None if self.clean is None else self.clean.to(device),
             reliability=move(self.reliability),
+            tokens=move_one(self.tokens),
+            token_mask=move_one(self.token_mask),
         )
 
     def subset(self, index: torch.Tensor) -> Batch:
@@ -66,6 +93,9 @@ class Batch:
             # slower on (B, T, d) features.
             return {k: v.index_select(0, index) for k, v in tensors.items()}
 
+        def take_one(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, index)
+
         return Batch(
             features=take(self.features),
             masks=take(self.masks),
@@ -74,4 +104,6 @@ class Batch:
             ids=[self.ids[i] for i in rows],
             clean=None if self.clean is None else self.clean.subset(index),
             reliability=take(self.reliability),
+            tokens=take_one(self.tokens),
+            token_mask=take_one(self.token_mask),
         )

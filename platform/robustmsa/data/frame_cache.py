@@ -43,6 +43,14 @@ CHUNK_ROWS = 512
 ENV_VAR = "ROBUSTMSA_FRAME_CACHE"
 
 
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> None:
+    """``out[:] = (x - mean) / std`` as every reader computes it (float32, multiplying by the
+    float32 rounding of ``1 / std``), so cached and streamed frames are bit-identical."""
+    inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    np.subtract(x, np.asarray(mean, np.float32), out=out)
+    np.multiply(out, inv_std, out=out)
+
+
 def frame_cache_root(root: str | Path | None = None) -> Path:
     """``root`` if given, else ``$ROBUSTMSA_FRAME_CACHE``, else ``~/.cache/robustmsa/frames``."""
     if root is not None:
@@ -104,8 +112,7 @@ def _build(
     for m in MODALITIES:
         d = meta.dims[m]
         offsets = np.concatenate([[0], np.cumsum(lengths[m], dtype=np.int64)])
-        mean = np.asarray(meta.feature_mean[m], np.float32)
-        inv_std = (1.0 / np.asarray(meta.feature_std[m], np.float64)).astype(np.float32)
+        mean, std = meta.feature_mean[m], meta.feature_std[m]
         values = np.lib.format.open_memmap(
             tmp / f"{m}.values.npy", mode="w+", dtype=np.float32, shape=(int(offsets[-1]) + 1, d)
         )
@@ -116,9 +123,7 @@ def _build(
             validate_frames(path, m, col, lengths[m][row0:r1], present[m][row0:r1], meta, ids, row0)
             first, last = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
             x = col.values.flatten().to_numpy()[first * d : last * d].reshape(-1, d)
-            out = values[offsets[row0] : offsets[r1]]
-            np.subtract(x, mean, out=out)
-            np.multiply(out, inv_std, out=out)
+            standardise(x, mean, std, values[offsets[row0] : offsets[r1]])
             row0 = r1
         values[-1] = 0.0  # the padding row
         values.flush()

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.frame_cache import frame_cache_root, load_frames
+from robustmsa.data.frame_cache import frame_cache_root, load_frames, standardise
 from robustmsa.data.schema import (
     OPTIONAL_COLUMNS,
     SPLITS,
@@ -183,7 +183,7 @@ class FrameStore:
         offsets = np.asarray(offsets, dtype=np.int64)
         used = raw[int(offsets[0]) : int(offsets[-1])]
         values = np.zeros((len(used) + 1, raw.shape[1]), np.float32)
-        values[:-1] = (used - mean) / std
+        standardise(used, mean, std, values[:-1])
         return cls(values, offsets - offsets[0])
 
     @property
@@ -206,6 +206,15 @@ class FrameStore:
         rows = np.where(mask, starts[:, None] + pos[None, :], self.num_frames)  # pad: zero row
         x = self.values.index_select(0, torch.from_numpy(rows.reshape(-1)))
         return x.view(len(idx), t_max, -1), torch.from_numpy(mask)
+
+
+def token_store(col: pa.ListArray) -> FrameStore:
+    """A ``text_ids`` column as a `FrameStore` of one int64 "feature" per token: its gather pads
+    with the zero row, which is the pad id 0. ``padded(idx)`` gives ``(B, L, 1)`` and the mask."""
+    offsets = col.offsets.to_numpy().astype(np.int64)
+    values = np.zeros((int(offsets[-1] - offsets[0]) + 1, 1), np.int64)
+    values[:-1, 0] = col.values.to_numpy()[offsets[0] : offsets[-1]]
+    return FrameStore(values, offsets - offsets[0])
 
 
 class ParquetSplit:
@@ -252,22 +261,32 @@ class ParquetSplit:
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.path}: frames unreadable ({exc})") from exc
         self.frames = {m: FrameStore(*mapped[m]) for m in MODALITIES}
+        self.text_ids: FrameStore | None = None
+        if "text_ids" in rows.column_names:
+            self.text_ids = token_store(rows.column("text_ids").combine_chunks())
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def batch(self, indices: np.ndarray | list[int]) -> Batch:
-        """The rows ``indices`` as a standardised, padded `Batch` (T_m = longest in the batch)."""
+        """The rows ``indices`` as a standardised, padded `Batch` (T_m = longest in the batch);
+        ``tokens``/``token_mask`` ``(B, L)`` from ``text_ids`` when the dataset has it."""
         idx = np.asarray(indices, dtype=np.int64)
         features, masks = {}, {}
         for m in MODALITIES:
             features[m], masks[m] = self.frames[m].padded(idx)
+        tokens = token_mask = None
+        if self.text_ids is not None:  # (B, L) ids padded with 0, L = longest row (>= 1)
+            padded, token_mask = self.text_ids.padded(idx)
+            tokens = padded.squeeze(-1)
         return Batch(
             features=features,
             masks=masks,
             present={m: self._present[m][idx] for m in MODALITIES},
             labels=self.labels[idx],
             ids=[self.ids[i] for i in idx.tolist()],
+            tokens=tokens,
+            token_mask=token_mask,
         )
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):

@@ -26,6 +26,7 @@ from robustmsa.config import StudyConfig, from_dict
 from robustmsa.data.parquet import ParquetSplit, open_dataset
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import ConfigError, RobustMSAError
+from robustmsa.evaluation.ceiling import oracle_rows
 from robustmsa.evaluation.spectrum import SpectrumEvaluator
 from robustmsa.models.base import MSAModel
 from robustmsa.spectrum import build_points
@@ -88,6 +89,31 @@ def load_logged(client: MlflowClient, run_id: str) -> TrainedModel:
         return load_checkpoint(local)
 
 
+def split_evaluator(
+    trained: TrainedModel,
+    split: str,
+    protocols: Sequence[str] | None = None,
+    *,
+    batch_size: int = 128,
+) -> SpectrumEvaluator:
+    """The points of ``protocols`` (default: the config's validation protocols) on ``split``,
+    corrupted with the config's evaluation seed: the inputs the model was validated on."""
+    if split not in SPLIT_NAMES:
+        raise ConfigError(f"split: must be one of {list(SPLIT_NAMES)}, got {split!r}")
+    names = list(protocols) if protocols else list(trained.config.spectrum.protocols)
+    try:
+        points = build_points(names)
+    except ValueError as exc:
+        raise ConfigError(f"protocols: {exc}") from exc
+    return SpectrumEvaluator(
+        trained.splits[split],
+        points,
+        seed=trained.config.spectrum.eval_seed,
+        batch_size=batch_size,
+        cache=False,
+    )
+
+
 def evaluate_split(
     trained: TrainedModel,
     split: str,
@@ -96,22 +122,8 @@ def evaluate_split(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
 ) -> list[dict]:
-    """Long-form spectrum rows of ``trained`` on ``split`` for ``protocols`` (default: the
-    config's validation protocols), corrupted with the config's evaluation seed."""
-    if split not in SPLIT_NAMES:
-        raise ConfigError(f"split: must be one of {list(SPLIT_NAMES)}, got {split!r}")
-    names = list(protocols) if protocols else list(trained.config.spectrum.protocols)
-    try:
-        points = build_points(names)
-    except ValueError as exc:
-        raise ConfigError(f"protocols: {exc}") from exc
-    evaluator = SpectrumEvaluator(
-        trained.splits[split],
-        points,
-        seed=trained.config.spectrum.eval_seed,
-        batch_size=batch_size,
-        cache=False,
-    )
+    """Long-form spectrum rows of ``trained`` on ``split`` (see `split_evaluator`)."""
+    evaluator = split_evaluator(trained, split, protocols, batch_size=batch_size)
     return evaluator.evaluate(trained.model.to(device), device)
 
 
@@ -131,7 +143,9 @@ def evaluate_test_once(
 
     if TEST_TAG in client.get_run(run_id).data.tags:
         raise RobustMSAError(f"run {run_id}: the test split was already evaluated once")
-    rows = evaluate_split(load_checkpoint(checkpoint_dir), "test", protocols)
-    log_spectrum(client, run_id, rows, split="test")
+    trained = load_checkpoint(checkpoint_dir)
+    evaluator = split_evaluator(trained, "test", protocols)
+    rows = evaluator.evaluate(trained.model)
+    log_spectrum(client, run_id, rows, split="test", reference_rows=oracle_rows(evaluator))
     client.set_tag(run_id, TEST_TAG, "once, after training; checkpoint chosen on valid")
     return rows

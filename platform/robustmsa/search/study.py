@@ -101,7 +101,10 @@ def reference_variant(model_name: str):
     study's data, training and spectrum settings (the baseline of effective robustness)."""
     from robustmsa.search.variants import Variant
 
-    return Variant(REFERENCE_ROLE, {"model.name": model_name, "model.params": {}})
+    # No search space: the study's space names the searched model's parameters.
+    return Variant(
+        REFERENCE_ROLE, {"model.name": model_name, "model.params": {}, "search.space": []}
+    )
 
 
 def _compare(

@@ -33,7 +33,8 @@ from ray import tune
 
 from robustmsa.config import from_dict
 from robustmsa.data.source import dataset_dir
-from robustmsa.evaluation.logged import evaluate_test_once
+from robustmsa.evaluation.ceiling import oracle_rows
+from robustmsa.evaluation.logged import evaluate_test_once, load_checkpoint, split_evaluator
 from robustmsa.evaluation.summaries import effective_robustness_summary
 from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import (
@@ -127,7 +128,9 @@ def finish_trial_run(
         done = state["epoch"] >= state["epochs"] or state["patience_exhausted"]
         outcome = "completed" if done else "pruned"
         if rows:
-            log_spectrum(client, run_id, rows, split="valid")
+            # On synthetic data, the Bayes oracle on the same corrupted inputs: the ceiling.
+            oracle = oracle_rows(split_evaluator(load_checkpoint(checkpoint_dir), "valid"))
+            log_spectrum(client, run_id, rows, split="valid", reference_rows=oracle)
             if reference_rows:
                 effective = effective_robustness_summary(rows, reference_rows)
                 log_metrics(client, run_id, [(k, v, 0) for k, v in effective.items()])

@@ -80,7 +80,9 @@ def run_variants(
         role = (result.config or {})[VARIANT_KEY]["role"]
         with _checkpoint_dir(result) as local:
             if result.error or local is None:
-                why = str(result.error).splitlines()[0] if result.error else "no checkpoint"
+                # A Ray task error's first line is Ray's header; its last names the cause.
+                lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
+                why = lines[-1] if lines else "no checkpoint"
                 failed.append(f"{role}: {why}")
                 continue
             rows[role] = load_state(local)[1]

@@ -16,6 +16,12 @@ import numpy as np
 # on whether (or how much) noise was drawn before it.
 NOISE_STREAM = "noise"
 MISSING_STREAM = "missing"
+# Token-id operators on text (`operators.corrupt_tokens`): whether a token is replaced, by
+# which vocabulary token, and whether it becomes [UNK]. Their own streams, so adding token ids
+# to a dataset leaves the draws of its text features unchanged.
+TOKEN_NOISE_STREAM = "token-noise"
+TOKEN_REPLACE_STREAM = "token-replace"
+TOKEN_MISSING_STREAM = "token-missing"
 
 
 def derive_key(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from robustmsa.data.batch import Batch
-from robustmsa.spectrum.operators import mix_noise, unit_interval
+from robustmsa.spectrum.operators import corrupt_tokens, mix_noise, unit_interval
 
 if TYPE_CHECKING:  # the config layer sits above this one; only its type is named here
     from robustmsa.config import SpectrumConfig
@@ -138,11 +138,28 @@ class SpectrumSampler(ABC):
                     back[:, None], torch.zeros_like(reliability[m]), reliability[m]
                 )
 
+        tokens = batch.tokens
+        if tokens is not None and "text" in reliability:
+            # After the feature decisions, so tokens follow them (η = 1 for a dropped text,
+            # (0, 0) for a restored one); batches without tokens draw exactly as before.
+            dev, shape = tokens.device, tuple(tokens.shape)
+            lam_eta = reliability["text"].to(dev)
+            tokens = corrupt_tokens(
+                tokens,
+                batch.token_mask & batch.present["text"].to(dev)[:, None],
+                lam_eta[:, 0],
+                lam_eta[:, 1],
+                _rand(generator, *shape).to(dev),
+                torch.rand(shape, generator=generator, device=gdev, dtype=torch.float64).to(dev),
+                _rand(generator, *shape).to(dev),
+            )
+
         return replace(
             batch,
             features=features,
             masks=masks,
             present=present,
+            tokens=tokens,
             ids=list(batch.ids),
             clean=replace(batch, clean=None),
             reliability={m: r.to(torch.float32) for m, r in reliability.items()},

@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import FrameStore, ParquetSplit
+from robustmsa.data.parquet import FrameStore, ParquetSplit, token_store
 
 
 def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
@@ -26,19 +26,26 @@ def _to_batch(table: pa.Table, split: ParquetSplit) -> Batch:
         store = FrameStore.standardise(
             column.values.flatten().to_numpy().reshape(-1, d),
             column.offsets.to_numpy(),
-            np.asarray(split.meta.feature_mean[m], np.float32),
-            np.asarray(split.meta.feature_std[m], np.float32),
+            # The stored statistics as they are: `standardise` rounds them as the cache did.
+            split.meta.feature_mean[m],
+            split.meta.feature_std[m],
         )
         features[m], masks[m] = store.padded(rows)
         present[m] = torch.from_numpy(
             table.column(f"{m}_present").to_numpy(zero_copy_only=False).copy()
         )
+    tokens = token_mask = None
+    if "text_ids" in table.column_names:
+        padded, token_mask = token_store(table.column("text_ids").combine_chunks()).padded(rows)
+        tokens = padded.squeeze(-1)
     return Batch(
         features=features,
         masks=masks,
         present=present,
         labels=torch.from_numpy(table.column("label").to_numpy().astype(np.float32)),
         ids=table.column("id").to_pylist(),
+        tokens=tokens,
+        token_mask=token_mask,
     )
 
 
