@@ -166,7 +166,7 @@ def _curve_mae(oracle: Oracle, split, protocol: str, seeds=range(4)) -> np.ndarr
     """Oracle MAE along a protocol's curve, averaged over corruption seeds (common random
     numbers along the curve: one `draw` per seed reused by every level)."""
     batch = _whole(split)
-    points = build_points([protocol])
+    points = build_points([f"{protocol}@all"])
     maes = np.zeros(len(points))
     for seed in seeds:
         draws = draw(batch, MODALITIES, seed=seed, stream_key="eval", digest=split.meta.digest)

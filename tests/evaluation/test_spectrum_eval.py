@@ -1,15 +1,14 @@
-"""Spectrum evaluation of a model (`SpectrumEvaluator`) and the robustness summaries.
+"""Spectrum evaluation of a model (`SpectrumEvaluator`, `evaluate_spectrum`).
 
 The model is the registered late-fusion baseline, randomly initialised from a fixed seed and in
 eval mode; the tests check the table's structure and the determinism promised by DESIGN.md §3,
-and compare against predictions computed directly with the model.
+and compare against predictions computed directly with the model. Summaries: test_summaries.py.
 """
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from robustmsa.data.batch import MODALITIES, Batch
@@ -20,14 +19,16 @@ from robustmsa.evaluation.spectrum import (
     SpectrumEvaluator,
     evaluate_spectrum,
 )
-from robustmsa.evaluation.summaries import curves, spectrum_score, summarize
 from robustmsa.models import MODELS, ModelOutput, MSAModel
 from robustmsa.spectrum import apply_point, build_points, draw
+from robustmsa.spectrum.protocols import random_rates
 
 SEED = 4242
 LEVELS = (0.0, 0.3, 0.6, 1.0)
 METRICS = {"mae", "corr", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0", "acc5", "acc7"}
 PRIOR = 0.37  # a non-zero label prior, so that "all modalities absent" is not simply 0
+CHEAP = ["clean", "missing@all", "noise@all"]
+EVERY = ["clean", "missing", "noise", "joint", "patterns", "random"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def model(tiny_splits):
 
 @pytest.fixture(scope="module")
 def points():
-    return build_points(["clean", "missing", "noise"], LEVELS)
+    return build_points(CHEAP, LEVELS)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +109,9 @@ def test_inputs_and_table_bit_identical_across_batching_and_cache(valid, points,
     other = SpectrumEvaluator(valid, points, seed=SEED, batch_size=bs, cache=cache)
     ref_rows = ref.evaluate(ref_model)
     rows = other.evaluate(model)
-    # One forward per (batch, point): every sample seen once per point.
-    assert all(len(calls) == len(points) for calls in model.seen.values())
+    # One forward per (batch, distinct input): clean and the two level-0 points are the same
+    # batch, so every sample is seen once per point but two.
+    assert all(len(calls) == len(points) - 2 for calls in model.seen.values())
     assert len(model.seen) == len(valid)
     _same_inputs(ref_model, model)
     assert rows == ref_rows
@@ -165,9 +167,18 @@ def test_cached_equals_uncached(valid, points, model):
     assert first == cached.evaluate(model)
 
 
-def test_evaluate_spectrum_equals_evaluator(valid, points, model, table):
-    one_shot = evaluate_spectrum(model, valid, points, seed=SEED, batch_size=16)
-    assert one_shot == table
+def test_evaluate_spectrum_equals_evaluator(tiny_splits, tiny_dataset, model, table):
+    one_shot = evaluate_spectrum(
+        model, tiny_splits, "valid", CHEAP, seed=SEED, levels=LEVELS, batch_size=16
+    )
+    assert isinstance(one_shot, pd.DataFrame)
+    assert tuple(one_shot.columns) == ROW_FIELDS
+    assert one_shot.to_dict("records") == table
+    # A dataset directory works as well as the opened splits.
+    from_path = evaluate_spectrum(
+        model, tiny_dataset, "valid", CHEAP, seed=SEED, levels=LEVELS, batch_size=16
+    )
+    pd.testing.assert_frame_equal(from_path, one_shot)
 
 
 def test_seed_changes_corrupted_points_only(valid, points, model):
@@ -255,91 +266,115 @@ def test_clean_mae_matches_direct_forward(valid, table, model):
         assert rows[("clean", "all", 0.0, metric)] == pytest.approx(value, rel=1e-6, abs=1e-9)
 
 
-# --------------------------------------------------------------------------- summaries
+# --------------------------------------------------------------------------- every protocol
 
 
-def _row(protocol, mods, level, metric, value):
-    return {
-        "protocol": protocol,
-        "modalities": mods,
-        "level": level,
-        "metric": metric,
-        "value": value,
-        "n": 10,
-    }
+def _shuffled(n, seed=1):
+    return np.random.default_rng(seed).permutation(n)
 
 
-HAND_TABLE = [
-    _row("clean", "all", 0.0, "mae", 1.0),
-    _row("clean", "all", 0.0, "corr", 0.9),
-    _row("missing", "all", 0.0, "mae", 1.0),
-    _row("missing", "all", 0.1, "mae", 2.0),
-    _row("missing", "all", 0.2, "mae", 4.0),
-    _row("missing", "all", 0.0, "corr", 0.9),
-    _row("missing", "all", 0.1, "corr", 0.5),
-    _row("missing", "all", 0.2, "corr", 0.1),
-    _row("noise", "text", 0.0, "mae", 1.0),
-    _row("noise", "text", 0.1, "mae", 3.0),
-]
+def test_every_protocol_inputs_bit_identical_across_batching_and_order(valid):
+    every = build_points(EVERY, LEVELS)
+    ref_model, model = Recorder(), Recorder()
+    ref = SpectrumEvaluator(valid, every, seed=SEED, batch_size=16).evaluate(ref_model)
+    order = _shuffled(len(valid))
+    rows = SpectrumEvaluator(valid, every, seed=SEED, batch_size=5, order=order).evaluate(model)
+    # Same batches share a forward: clean, the 12 level-0 curve points and the full pattern
+    # (13 repeats); missing@m at 1.0 and the pattern without m (3 repeats). joint@m at 1.0
+    # differs from them in its reliability (λ = 1), which the oracle reads.
+    assert all(len(calls) == len(every) - 16 for calls in model.seen.values())
+    _same_inputs(ref_model, model)
+    assert rows == ref
 
 
-def test_spectrum_score_hand_computed():
-    # Width-normalised trapezoid mean per MAE curve, then the plain mean of the curves:
-    #   clean: one level -> 1.0
-    #   missing/all: ((1+2)/2*0.1 + (2+4)/2*0.1) / 0.2 = (0.15 + 0.30) / 0.2 = 2.25
-    #   noise/text: ((1+3)/2*0.1) / 0.1 = 2.0
-    # corr rows are ignored.
-    assert spectrum_score(HAND_TABLE) == pytest.approx((1.0 + 2.25 + 2.0) / 3)
-
-
-def test_spectrum_score_independent_of_row_order():
-    rows = list(HAND_TABLE)
-    random.Random(7).shuffle(rows)
-    assert spectrum_score(rows) == pytest.approx((1.0 + 2.25 + 2.0) / 3)
-
-
-def test_spectrum_score_needs_mae_rows():
-    with pytest.raises(ValueError, match="mae"):
-        spectrum_score([r for r in HAND_TABLE if r["metric"] != "mae"])
-
-
-def test_summarize_names_and_emt_dlfr_trapezoid():
-    out = summarize(HAND_TABLE)
-    # EMT-DLFR AUILC: sum over consecutive levels of (m_i + m_{i+1}) / 2 * 0.1, not normalised.
-    assert out == pytest.approx(
-        {
-            "robust/missing/all/auilc_mae": 0.15 + 0.30,
-            "robust/missing/all/mean_mae": 2.25,
-            "robust/missing/all/auilc_corr": (0.9 + 0.5) / 2 * 0.1 + (0.5 + 0.1) / 2 * 0.1,
-            "robust/missing/all/mean_corr": ((0.9 + 0.5) / 2 + (0.5 + 0.1) / 2) / 2,
-            "robust/noise/text/auilc_mae": (1.0 + 3.0) / 2 * 0.1,
-            "robust/noise/text/mean_mae": 2.0,
-        }
+@pytest.mark.parametrize(("bs", "order"), [(7, "shuffled"), (64, "reversed")])
+def test_every_protocol_table_independent_of_batching_and_order(
+    tiny_splits, valid, model, bs, order
+):
+    ref = evaluate_spectrum(model, tiny_splits, "valid", EVERY, seed=SEED, levels=LEVELS)
+    perm = {"shuffled": _shuffled(len(valid)), "reversed": np.arange(48)[::-1]}
+    other = evaluate_spectrum(
+        model,
+        tiny_splits,
+        "valid",
+        EVERY,
+        seed=SEED,
+        levels=LEVELS,
+        batch_size=bs,
+        order=perm[order],
     )
-    # Single-level curves (clean) have no summary.
-    assert not any(k.startswith("robust/clean/") for k in out)
+    points = build_points(EVERY, LEVELS)
+    assert len(ref) == len(points) * len(METRICS)
+    _assert_same_rows(other.to_dict("records"), ref.to_dict("records"))
 
 
-def test_summarize_eleven_level_curve():
-    levels = [round(0.1 * i, 1) for i in range(11)]
-    values = [(lv - 0.5) ** 2 for lv in levels]
-    rows = [_row("missing", "all", lv, "mae", v) for lv, v in zip(levels, values, strict=True)]
-    expected = sum((values[i] + values[i + 1]) / 2 * 0.1 for i in range(10))
-    out = summarize(rows)
-    assert out["robust/missing/all/auilc_mae"] == pytest.approx(expected)
-    assert out["robust/missing/all/mean_mae"] == pytest.approx(expected / 1.0)
+def _by_point(df, metric="mae"):
+    sub = df[df["metric"] == metric]
+    return {(r.protocol, r.modalities, r.level): r.value for r in sub.itertuples()}
 
 
-def test_curves_order_by_level_even_if_shuffled():
-    rows = [
-        _row("noise", "all", lv, "mae", 10 * lv + 1) for lv in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-    ] + [_row("noise", "all", lv, "corr", -lv) for lv in (0.0, 0.1, 0.2)]
-    rows += [_row("missing", "text", lv, "mae", 5 - lv) for lv in (0.0, 0.5, 1.0)]
-    shuffled = list(rows)
-    random.Random(3).shuffle(shuffled)
-    got = curves(shuffled, "mae")
-    assert set(got) == {("noise", "all"), ("missing", "text")}
-    assert got[("noise", "all")] == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    assert got[("missing", "text")] == pytest.approx([5.0, 4.5, 4.0])
-    assert curves(shuffled, "corr") == {("noise", "all"): pytest.approx([0.0, -0.1, -0.2])}
-    assert curves(shuffled, "acc7") == {}
+def test_equivalent_points_of_different_protocols_agree(tiny_splits, model):
+    df = evaluate_spectrum(model, tiny_splits, "valid", EVERY, seed=SEED, levels=LEVELS)
+    for metric in METRICS - {"acc2_non0", "f1_non0"}:
+        v = _by_point(df, metric)
+        clean = v[("clean", "all", 0.0)]
+        assert v[("patterns", "text+audio+vision", 0.0)] == clean
+        assert v[("joint", "all", 0.0)] == clean
+        # Removing a modality is the same input whichever protocol does it.
+        assert v[("missing", "text", 1.0)] == v[("patterns", "audio+vision", 0.0)]
+        assert v[("joint", "audio", 1.0)] == v[("missing", "audio", 1.0)]
+    mae = _by_point(df)
+    assert mae[("patterns", "text", 0.0)] != mae[("patterns", "audio", 0.0)]
+    assert mae[("missing", "all", 1.0)] != mae[("clean", "all", 0.0)]
+
+
+def test_random_points_are_per_sample_and_deterministic(tiny_splits, valid, model):
+    tables = [
+        evaluate_spectrum(
+            model, tiny_splits, "valid", "random", seed=SEED, batch_size=bs, order=order
+        )
+        for bs, order in ((1, None), (5, _shuffled(48)), (64, _shuffled(48, 2)))
+    ]
+    assert list(tables[0]["modalities"].unique()) == ["draw0", "draw1", "draw2"]
+    for other in tables[1:]:
+        _assert_same_rows(other.to_dict("records"), tables[0].to_dict("records"))
+    # Another seed gives other rates (and other noise): a different table.
+    reseeded = evaluate_spectrum(model, tiny_splits, "valid", "random", seed=SEED + 1)
+    assert not np.allclose(reseeded["value"], tables[0]["value"], equal_nan=True)
+    # The three draws differ from each other.
+    mae = _by_point(tables[0])
+    assert len({mae[("random", f"draw{k}", 0.0)] for k in range(3)}) == 3
+
+
+def test_random_prediction_is_the_sample_alone_at_its_own_rates(valid, model):
+    (p,) = build_points("random", draws=[2])
+    preds = SpectrumEvaluator(valid, [p], seed=SEED, batch_size=16).predict(model)[p.key]
+    digest = valid.meta.digest
+    rates = {m: random_rates(valid.ids, m, digest=digest, seed=SEED, draw=2) for m in MODALITIES}
+    with torch.no_grad():
+        for i in range(0, len(valid), 7):
+            point = {m: (float(lam[i]), float(eta[i])) for m, (lam, eta) in rates.items()}
+            alone = apply_point(
+                valid.batch([i]), point, seed=SEED, stream_key=STREAM_KEY, digest=digest
+            )
+            np.testing.assert_allclose(
+                model(alone).prediction.numpy(), preds[i : i + 1], rtol=1e-5, atol=1e-6
+            )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"split": "tset"}, "tset"),
+        ({"protocols": ["clean", "missing@smell"]}, "smell"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"order": np.arange(47)}, "order"),
+        ({"order": np.zeros(48, dtype=int)}, "order"),
+        ({"order": np.arange(48.0)}, "order"),
+        ({"levels": [0.0, 1.5]}, "1.5"),
+    ],
+)
+def test_evaluate_spectrum_rejects_bad_arguments(tiny_splits, model, kwargs, needle):
+    args = {"split": "valid", "protocols": CHEAP, **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        evaluate_spectrum(model, tiny_splits, args.pop("split"), args.pop("protocols"), **args)

@@ -6,7 +6,6 @@ import pytest
 from robustmsa.data.parquet import open_dataset
 from robustmsa.evaluation.spectrum import evaluate_spectrum
 from robustmsa.evaluation.summaries import spectrum_score
-from robustmsa.spectrum import build_points
 from robustmsa.training.checkpoint import load_state, load_weights
 from robustmsa.training.loop import OBJECTIVE, build_model, run_training
 from robustmsa.training.reporting import LocalReporter
@@ -37,8 +36,9 @@ def test_best_checkpoint_restores_the_best_epoch(tiny_dataset, tmp_path):
     splits = open_dataset(tiny_dataset)
     model = build_model(config, splits["train"].meta.dims)
     model.load_state_dict(load_weights(reporter.checkpoints[-1], best=True))
-    points = build_points(config.spectrum.protocols)
-    again = evaluate_spectrum(model, splits["valid"], points, seed=config.spectrum.eval_seed)
+    again = evaluate_spectrum(
+        model, splits, "valid", config.spectrum.protocols, seed=config.spectrum.eval_seed
+    )
     assert spectrum_score(again) == pytest.approx(outcome.best_score, rel=1e-6)
 
 

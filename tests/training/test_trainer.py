@@ -34,3 +34,17 @@ def test_torch_trainer_with_two_ddp_workers_returns_the_outcome(tiny_dataset, lo
     # Two ranks see different halves of each epoch, so the numbers differ from one worker,
     # but both train the same model on the same data to a comparable validation score.
     assert outcome.best_score == pytest.approx(in_process.best_score, rel=0.25)
+
+
+def test_spectrum_table_is_identical_for_one_and_two_train_workers(
+    tiny_dataset, local_ray, tmp_path
+):
+    """Zero epochs: the seeded initial model, validated in-process, by one Ray Train worker
+    and by two DDP workers that each evaluate half the split and gather the predictions."""
+    zero = {"epochs": 0, "backend": "torch_trainer"}
+    one = fit(config(tiny_dataset, num_workers=1, **zero), storage_path=tmp_path / "one")
+    two = fit(config(tiny_dataset, num_workers=2, **zero), storage_path=tmp_path / "two")
+    local = fit(config(tiny_dataset, epochs=0))
+    assert len(one.rows) > 0
+    assert two.rows == one.rows
+    assert local.rows == one.rows

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "auilc",
     "effective_robustness",
     "mean_over_curve",
@@ -37,6 +38,10 @@ __all__ = [
 SIMS_EDGES_2 = (-1.01, 0.0, 1.01)
 SIMS_EDGES_3 = (-1.01, -0.1, 0.1, 1.01)
 SIMS_EDGES_5 = (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01)
+
+# The metric directions, defined once: these keys of `regression_metrics` / `sims_metrics` are
+# errors (lower is better); every other key is a score (higher is better).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"mae"})
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,34 +1,91 @@
 """Evaluate a model across spectrum points of one split, in long form.
 
-Each clean batch is read once and its random numbers drawn once (`spectrum.draw`); every point
-then costs one corruption (arithmetic) and one forward pass, so a sweep costs about
-(points x one clean pass). `SpectrumEvaluator` keeps the batches and draws of a split in
-memory when they fit a budget, so evaluating every epoch re-reads and re-draws nothing.
+Each clean batch is read once, its random numbers drawn once (`spectrum.draw`) and the
+per-sample rates of the ``random`` protocol drawn once (`EvalPoint.resolve`); every point then
+costs one corruption (arithmetic) and one forward pass, so a sweep costs about
+(points x one clean pass). Points whose corrupted batch is identical (every level-0 point and
+``clean``; ``missing@text`` at 1.0 and the pattern ``audio+vision``) share one forward pass.
+`SpectrumEvaluator` keeps the batches and draws of a split in
+memory when they fit a budget, so evaluating every epoch re-reads and re-draws nothing;
+`evaluate_spectrum` is the one-shot API returning a DataFrame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
+import pandas as pd
 import torch
 
-from robustmsa.data.batch import Batch
-from robustmsa.data.parquet import ParquetSplit
+from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.data.parquet import ParquetSplit, open_dataset
 from robustmsa.evaluation.metrics import regression_metrics
 from robustmsa.models.base import MSAModel
-from robustmsa.spectrum import Draws, EvalPoint, apply_point, draw
+from robustmsa.spectrum import Draws, EvalPoint, apply_point, build_points, draw
 
 ROW_FIELDS = ("protocol", "modalities", "level", "metric", "value", "n")
 STREAM_KEY = "eval"  # every point of every protocol shares the per-sample random numbers
 CACHE_BUDGET_BYTES = 512 * 2**20
 
 
+@dataclass
+class Prepared:
+    """One clean batch and what every point of a sweep shares for it.
+
+    ``rows``: int64 ``(B,)``, the batch's row indices in the split; ``rates``: per random-draw
+    point key, the per-sample point (`EvalPoint.resolve`: float32 ``(B,)`` λ and η per
+    modality)."""
+
+    rows: np.ndarray
+    clean: Batch
+    draws: Draws
+    rates: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]]
+
+    def to(self, device: torch.device | str) -> Prepared:
+        """The batch and its draws on ``device``, moved once per batch so that every point
+        corrupts there. The rates stay on the CPU, where `apply_point` validates them."""
+
+        def move(value: object) -> object:
+            # Draws holds tensors, per-modality dicts of tensors, and None.
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, dict):
+                return {m: move(t) for m, t in value.items()}
+            return value
+
+        moved = {f.name: move(getattr(self.draws, f.name)) for f in fields(self.draws)}
+        return Prepared(self.rows, self.clean.to(device), Draws(**moved), self.rates)
+
+
+def _input_key(point: EvalPoint) -> object:
+    """Equal for two points exactly when `apply_point` gives them the same batch (features,
+    masks, presence and reliability): the ``(λ, η)`` of every modality, clean when unlisted.
+    A random draw has per-sample rates of its own."""
+    if point.random_draw is not None:
+        return point.key
+    pairs = point.as_dict()
+    return tuple(pairs.get(m, (0.0, 0.0)) for m in MODALITIES)
+
+
+def _check_order(order: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray:
+    if order is None:
+        return np.arange(n)
+    arr = np.asarray(order)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or not np.array_equal(np.sort(arr), range(n)):
+        raise ValueError(f"order must be a permutation of the split's {n} rows, got {order!r}")
+    return arr.astype(np.int64)
+
+
 class SpectrumEvaluator:
     """The points of ``points`` on ``split``, ready to evaluate any number of models.
 
     Corruption of sample ``i`` depends only on (dataset digest, its id, seed, point), so the
-    table is the same for every batch size, order and worker count.
+    table is the same for every batch size, ``order`` (a permutation of the split's rows: the
+    order in which batches are formed) and worker count. Predictions and rows always follow
+    the split's row order.
     """
 
     def __init__(
@@ -39,11 +96,21 @@ class SpectrumEvaluator:
         seed: int,
         batch_size: int = 128,
         cache: bool | None = None,
+        order: Sequence[int] | np.ndarray | None = None,
     ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        keys = [p.key for p in points]
+        if len(set(keys)) != len(keys):
+            repeated = sorted({k for k in keys if keys.count(k) > 1})
+            raise ValueError(f"points repeat keys: {repeated}")
         self.split, self.points, self.seed, self.batch_size = split, points, seed, batch_size
-        self._modalities = sorted(
-            {m for p in points for m, (lam, eta) in p.point if (lam or eta) and eta < 1.0}
-        )
+        self.order = _check_order(order, len(split))
+        self._modalities = sorted({m for p in points for m in p.drawn_modalities})
+        self._random = [p for p in points if p.random_draw is not None]
+        self._same_input: dict[object, list[EvalPoint]] = {}
+        for p in points:
+            self._same_input.setdefault(_input_key(p), []).append(p)
         if cache is None:
             cache = self._estimated_bytes() <= CACHE_BUDGET_BYTES
         self._cached = list(self._prepare()) if cache else None
@@ -55,40 +122,48 @@ class SpectrumEvaluator:
             total += frames * d * 4 * (2 if m in self._modalities else 1)
         return total
 
-    def _prepare(self) -> Iterator[tuple[Batch, Draws]]:
+    def _prepare(self) -> Iterator[Prepared]:
         digest = self.split.meta.digest
-        for clean in self.split.batches(self.batch_size):
+        for start in range(0, len(self.order), self.batch_size):
+            rows = self.order[start : start + self.batch_size]
+            clean = self.split.batch(rows)
             draws = draw(
                 clean, self._modalities, seed=self.seed, stream_key=STREAM_KEY, digest=digest
             )
-            yield clean, draws
+            rates = {
+                p.key: p.resolve(clean.ids, digest=digest, seed=self.seed) for p in self._random
+            }
+            yield Prepared(rows, clean, draws, rates)
 
     @torch.no_grad()
     def predict(self, model: MSAModel, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-        """Predictions ``(N,)`` of ``model`` at every point, keyed by ``point.key``."""
+        """Predictions ``(N,)`` of ``model`` at every point in split row order, keyed by
+        ``point.key``."""
         was_training = model.training
         model.eval()
         digest = self.split.meta.digest
-        preds: dict[str, list[np.ndarray]] = {p.key: [] for p in self.points}
+        preds = {p.key: np.full(len(self.split), np.nan, np.float32) for p in self.points}
         try:
-            for clean, draws in self._cached or self._prepare():
-                for p in self.points:
+            for prepared in self._cached or self._prepare():
+                prepared = prepared.to(device)
+                for p, *same in self._same_input.values():
                     batch = apply_point(
-                        clean,
-                        p.point,
+                        prepared.clean,
+                        prepared.rates.get(p.key, p.point),
                         seed=self.seed,
                         stream_key=STREAM_KEY,
                         digest=digest,
-                        draws=draws,
+                        draws=prepared.draws,
                     )
-                    out = model(batch.to(device))
-                    preds[p.key].append(out.prediction.float().cpu().numpy())
+                    out = model(batch).prediction.float().cpu().numpy()
+                    for q in (p, *same):
+                        preds[q.key][prepared.rows] = out
         finally:
             model.train(was_training)
-        return {k: np.concatenate(v) for k, v in preds.items()}
+        return preds
 
     def evaluate(self, model: MSAModel, device: torch.device | str = "cpu") -> list[dict]:
-        """Long-form rows ``(protocol, modalities, level, metric, value, n)``."""
+        """Long-form rows ``(protocol, modalities, level, metric, value, n)``, in point order."""
         preds = self.predict(model, device)
         labels = self.split.labels.numpy()
         rows = []
@@ -109,13 +184,35 @@ class SpectrumEvaluator:
 
 def evaluate_spectrum(
     model: MSAModel,
-    split: ParquetSplit,
-    points: list[EvalPoint],
+    dataset: str | os.PathLike | Mapping[str, ParquetSplit],
+    split: str,
+    protocols: str | Sequence[str],
     *,
-    seed: int,
+    seed: int = 0,
+    levels: Sequence[float] | None = None,
     batch_size: int = 128,
     device: torch.device | str = "cpu",
-) -> list[dict]:
-    """One-shot evaluation: long-form rows, one per point x metric."""
-    evaluator = SpectrumEvaluator(split, points, seed=seed, batch_size=batch_size, cache=False)
-    return evaluator.evaluate(model, device)
+    order: Sequence[int] | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """One-shot evaluation of ``model`` on ``split`` of ``dataset`` at the points of
+    ``protocols`` (names as in `build_points`, e.g. ``["clean", "missing@all", "patterns"]``).
+
+    ``dataset`` is a dataset directory or the dict `open_dataset` returns; ``split`` one of its
+    split names ("valid", "test"). ``levels`` are the curve levels (default 0.0..1.0 step 0.1),
+    ``seed`` the evaluation seed of the corruption, ``order`` an optional permutation of the
+    split's rows (the table does not depend on it). Batches are streamed, not cached: each is
+    read and drawn once, then corrupted and forwarded once per point.
+
+    Returns a DataFrame with columns ``protocol, modalities, level, metric, value, n``, one row
+    per point x metric, in point order.
+    """
+    splits = open_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    if not isinstance(splits, Mapping):
+        raise ValueError(f"dataset must be a directory or open_dataset's dict, got {dataset!r}")
+    if split not in splits:
+        raise ValueError(f"split {split!r} unknown (dataset has: {sorted(splits)})")
+    points = build_points(protocols, levels)
+    evaluator = SpectrumEvaluator(
+        splits[split], points, seed=seed, batch_size=batch_size, cache=False, order=order
+    )
+    return pd.DataFrame(evaluator.evaluate(model, device), columns=list(ROW_FIELDS))

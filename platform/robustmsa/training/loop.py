@@ -26,8 +26,7 @@ from robustmsa.evaluation.spectrum import SpectrumEvaluator
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
 from robustmsa.models.base import MSAModel
-from robustmsa.spectrum import TrainingSampler, build_points
-from robustmsa.spectrum.sampler import build_sampler
+from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.training.checkpoint import save_checkpoint
 
 OBJECTIVE = "val/spectrum_score"  # minimised; defined in evaluation.summaries.spectrum_score
@@ -69,7 +68,7 @@ def train_epoch(
     order: np.ndarray,
     *,
     optimizer: torch.optim.Optimizer,
-    sampler: TrainingSampler,
+    sampler: SpectrumSampler,
     generator: torch.Generator,
     batch_size: int,
     grad_clip: float,
