@@ -18,6 +18,7 @@ from robustmsa.evaluation.spectrum import (
     STREAM_KEY,
     SpectrumEvaluator,
     evaluate_spectrum,
+    merge_predictions,
 )
 from robustmsa.models import MODELS, ModelOutput, MSAModel
 from robustmsa.spectrum import apply_point, build_points, draw
@@ -378,3 +379,25 @@ def test_evaluate_spectrum_rejects_bad_arguments(tiny_splits, model, kwargs, nee
     args = {"split": "valid", "protocols": CHEAP, **kwargs}
     with pytest.raises(ValueError, match=needle):
         evaluate_spectrum(model, tiny_splits, args.pop("split"), args.pop("protocols"), **args)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_merge_to_the_single_worker_table(valid, points, model, table, world):
+    """Ray Train workers each predict every world-th row; merged, the table is one worker's."""
+    shares = [
+        SpectrumEvaluator(valid, points, seed=SEED, batch_size=16, shard=(r, world)).predict(model)
+        for r in range(world)
+    ]
+    for share in shares:  # each worker predicted a strict part of the rows
+        assert 0 < int((~np.isnan(share[points[0].key])).sum()) < len(valid)
+    merged = merge_predictions(shares)
+    evaluator = SpectrumEvaluator(valid, points, seed=SEED, batch_size=16)
+    got = {_key(r): r["value"] for r in evaluator.table(merged)}
+    want = {_key(r): r["value"] for r in table}
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-6, abs=1e-7, nan_ok=True), k
+    with pytest.raises(ValueError, match="predictions missing"):
+        evaluator.table(shares[0])
+    with pytest.raises(ValueError, match="shard must be"):
+        SpectrumEvaluator(valid, points, seed=SEED, shard=(2, 2))

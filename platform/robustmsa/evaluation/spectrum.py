@@ -79,6 +79,15 @@ def _check_order(order: Sequence[int] | np.ndarray | None, n: int) -> np.ndarray
     return arr.astype(np.int64)
 
 
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    rank, world = shard
+    if not (isinstance(rank, int) and isinstance(world, int) and 0 <= rank < world):
+        raise ValueError(
+            f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
+        )
+    return rank, world
+
+
 class SpectrumEvaluator:
     """The points of ``points`` on ``split``, ready to evaluate any number of models.
 
@@ -97,6 +106,7 @@ class SpectrumEvaluator:
         batch_size: int = 128,
         cache: bool | None = None,
         order: Sequence[int] | np.ndarray | None = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -105,7 +115,10 @@ class SpectrumEvaluator:
             repeated = sorted({k for k in keys if keys.count(k) > 1})
             raise ValueError(f"points repeat keys: {repeated}")
         self.split, self.points, self.seed, self.batch_size = split, points, seed, batch_size
-        self.order = _check_order(order, len(split))
+        rank, world = _check_shard(shard)
+        # A Ray Train worker predicts every world-th row of the order; `gather_predictions`
+        # merges the shards, so the table does not depend on the worker count.
+        self.order = _check_order(order, len(split))[rank::world]
         self._modalities = sorted({m for p in points for m in p.drawn_modalities})
         self._random = [p for p in points if p.random_draw is not None]
         self._same_input: dict[object, list[EvalPoint]] = {}
@@ -164,7 +177,14 @@ class SpectrumEvaluator:
 
     def evaluate(self, model: MSAModel, device: torch.device | str = "cpu") -> list[dict]:
         """Long-form rows ``(protocol, modalities, level, metric, value, n)``, in point order."""
-        preds = self.predict(model, device)
+        return self.table(self.predict(model, device))
+
+    def table(self, preds: Mapping[str, np.ndarray]) -> list[dict]:
+        """Long-form rows from predictions of every row at every point (`predict`, merged
+        across shards by `merge_predictions`)."""
+        missing = [k for k, v in preds.items() if np.isnan(v).any()]
+        if missing:
+            raise ValueError(f"predictions missing for some rows at {missing[:3]} (a shard only?)")
         labels = self.split.labels.numpy()
         rows = []
         for p in self.points:
@@ -180,6 +200,19 @@ class SpectrumEvaluator:
                     }
                 )
         return rows
+
+
+def merge_predictions(shards: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The predictions of every row from the workers' shares (`SpectrumEvaluator` ``shard``):
+    each row is taken from the one share that predicted it (the others hold NaN there)."""
+    merged = {}
+    for key in shards[0]:
+        out = shards[0][key].copy()
+        for share in shards[1:]:
+            fill = np.isnan(out)
+            out[fill] = share[key][fill]
+        merged[key] = out
+    return merged
 
 
 def evaluate_spectrum(

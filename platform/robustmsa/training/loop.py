@@ -22,7 +22,7 @@ from torch import nn
 from robustmsa.config import StudyConfig
 from robustmsa.data.parquet import ParquetSplit, open_dataset
 from robustmsa.data.source import dataset_dir
-from robustmsa.evaluation.spectrum import SpectrumEvaluator
+from robustmsa.evaluation.spectrum import SpectrumEvaluator, merge_predictions
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
 from robustmsa.models.base import MSAModel
@@ -110,8 +110,9 @@ def run_training(
     """Train ``config``'s model on its dataset; report every epoch; return the best epoch.
 
     ``wrap_model`` is Ray Train's ``prepare_model`` under DDP (it moves the model to the
-    worker's device); every rank evaluates the full validation split so that all ranks take the
-    same early-stopping decision.
+    worker's device). Under DDP each rank predicts its share of the validation rows and the
+    shares are gathered, so every rank computes the same table (identical to one worker's) and
+    takes the same early-stopping decision.
     """
     device = torch.device(device)
     t = config.training
@@ -128,11 +129,19 @@ def run_training(
     sampler = build_sampler(config.spectrum)
     generator = torch.Generator().manual_seed(t.seed * 7919 + rank)
     evaluator = SpectrumEvaluator(
-        valid, build_points(config.spectrum.protocols), seed=config.spectrum.eval_seed
+        valid,
+        build_points(config.spectrum.protocols),
+        seed=config.spectrum.eval_seed,
+        shard=(rank, world_size),
     )
 
     def validate() -> tuple[float, list[dict]]:
-        rows = evaluator.evaluate(_unwrap(model), device)
+        preds = evaluator.predict(_unwrap(model), device)
+        if world_size > 1:
+            shares: list = [None] * world_size
+            torch.distributed.all_gather_object(shares, preds)
+            preds = merge_predictions(shares)
+        rows = evaluator.table(preds)
         return spectrum_score(rows), rows
 
     best = TrainingOutcome(best_epoch=0, best_score=float("inf"), epochs_run=0, stopped_early=False)
