@@ -144,3 +144,28 @@ def test_sampler_settings_round_trip_and_can_be_searched():
     assert from_dict(config.to_dict()) == config
     # An unchanged study YAML keeps today's sampler.
     assert load(STUDY_YAML).spectrum.sampler == "continuous"
+
+
+def test_an_empty_space_searches_the_models_own_space(monkeypatch):
+    from dataclasses import replace
+
+    from robustmsa.models import MODELS
+
+    spec = MODELS["late_fusion"]
+    own = ({"name": "model.params.hidden", "type": "int", "low": 8, "high": 32},)
+    monkeypatch.setitem(MODELS, "late_fusion", replace(spec, search_space=own))
+    config = from_dict({"model": {"name": "late_fusion"}})
+    assert [(p.name, p.low, p.high) for p in config.search.space] == [
+        ("model.params.hidden", 8, 32)
+    ]
+    listed = from_dict(
+        {
+            "model": {"name": "late_fusion"},
+            "search": {"space": [{"name": "training.lr", "type": "float", "low": 0.1, "high": 1}]},
+        }
+    )
+    assert [p.name for p in listed.search.space] == ["training.lr"]
+    bad = ({"name": "model.params.nope", "type": "int", "low": 1, "high": 2},)
+    monkeypatch.setitem(MODELS, "late_fusion", replace(spec, search_space=bad))
+    with pytest.raises(ConfigError, match=r"model\.params\.nope: unknown key"):
+        from_dict({"model": {"name": "late_fusion"}})

@@ -184,7 +184,7 @@ class SearchConfig:
     grace_period: int = 2
     reduction_factor: int = 2
     storage_path: str | None = None  # Ray Tune results; None: .robustmsa/ray_results here
-    space: list[ParamSpace] = field(default_factory=list)
+    space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "max_concurrent", "grace_period"):
@@ -367,8 +367,24 @@ def from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> S
     for key, value in (overrides or {}).items():
         set_path(raw, key, value)
     config = _build_study(raw)
+    _default_space(config)
     _check_space(config)
     return config
+
+
+def _default_space(config: StudyConfig) -> None:
+    """A search study that lists no ``search.space`` searches its model's characteristic
+    hyperparameters (``ModelSpec.search_space``)."""
+    from robustmsa.models import MODELS
+
+    s = config.search
+    if s.kind != "search" or s.space:
+        return
+    entries = MODELS[config.model.name].search_space
+    s.space = [
+        build(ParamSpace, dict(e), f"search.space[{i}] (model default)")
+        for i, e in enumerate(entries)
+    ]
 
 
 def _build_study(raw: dict[str, Any]) -> StudyConfig:

@@ -46,11 +46,15 @@ class ModelSpec:
 
     ``build(config, dims)`` gets the validated config instance and the feature dims per
     modality of the dataset (``{"text": d_t, "audio": d_a, "vision": d_v}``).
+    ``search_space``: the model's characteristic hyperparameters as `search.space` entries
+    (``{"name": "model.params.<field>", "type": ..., ...}``), the default space of a search
+    study that lists none.
     """
 
     name: str
     config_cls: type
     build: Callable[[object, dict[str, int]], MSAModel]
+    search_space: tuple[dict, ...] = ()
 
 
 MODELS: dict[str, ModelSpec] = {}
