@@ -46,7 +46,8 @@ def main() -> None:
     from robustmsa.data.torch_loader import batch_loader
 
     with tempfile.TemporaryDirectory() as tmp:
-        split = open_dataset(generate("mosi", Path(tmp) / "mosi", seed=0))["train"]
+        data = generate("mosi", Path(tmp) / "mosi", seed=0)
+        split = open_dataset(data, frame_cache=Path(tmp) / "frames")["train"]
         order = np.random.default_rng(0).permutation(len(split))
         full = split.batch(np.arange(len(split)))
 

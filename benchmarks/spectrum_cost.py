@@ -54,7 +54,8 @@ def main() -> None:
     from robustmsa.spectrum import build_points
 
     with tempfile.TemporaryDirectory() as tmp:
-        splits = open_dataset(generate("mosi", Path(tmp) / "mosi", seed=0))
+        data = generate("mosi", Path(tmp) / "mosi", seed=0)
+        splits = open_dataset(data, frame_cache=Path(tmp) / "frames")
         split = splits["test"]
         spec = MODELS[args.model]
         torch.manual_seed(0)

@@ -160,3 +160,19 @@ def test_root_defaults_to_the_environment(tmp_path, monkeypatch):
     assert frame_cache_root(tmp_path / "given") == tmp_path / "given"
     monkeypatch.delenv(frame_cache.ENV_VAR)
     assert frame_cache_root() == frame_cache_root(os.path.expanduser("~/.cache/robustmsa/frames"))
+
+
+def test_building_prunes_the_caches_of_deleted_files(tmp_path):
+    root = tmp_path / "cache"
+    gone = write_dataset(tmp_path / "gone", make_splits(), make_meta())
+    ParquetSplit(gone / "valid.parquet", root)
+    kept = write_dataset(tmp_path / "kept", make_splits(), make_meta())
+    ParquetSplit(kept / "valid.parquet", root)
+    shutil.rmtree(gone)
+    ParquetSplit(kept / "test.parquet", root)  # a build: prunes
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [
+            cache_dir_for(kept / "valid.parquet", root).name,
+            cache_dir_for(kept / "test.parquet", root).name,
+        ]
+    )

@@ -53,9 +53,16 @@ def test_smoke_study_via_ray_job_submit(tmp_path):
         parent = parents[0]
         assert parent.info.status == "FINISHED"
         assert parent.data.metrics["best/val/spectrum_score"] > 0
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        # The late-fusion reference (effective robustness) and the searched trials.
+        references = [r for r in nested if r.data.tags.get("robustmsa.role") == "reference"]
+        assert [r.data.params["model.name"] for r in references] == ["late_fusion"]
+        children = [r for r in nested if r not in references]
         assert len(children) == SMOKE_TRIALS
         for child in children:
+            assert "robust/missing/all/effective_mae" in child.data.metrics
+            # On synthetic data the Bayes oracle's curve sits beside the model's.
+            assert "oracle/spectrum/missing/all/mae" in child.data.metrics
             assert child.info.status == "FINISHED", child.data.tags
             assert child.data.tags["robustmsa.outcome"] in {"completed", "pruned"}
             assert child.data.params["model.name"] == "qa_moe"

@@ -18,7 +18,8 @@ directory renamed into place, so a failed build leaves nothing and concurrent bu
 trials opening one dataset) do not see each other's half-written files.
 
 Location: ``$ROBUSTMSA_FRAME_CACHE`` or ``~/.cache/robustmsa/frames`` unless the caller names a
-directory (the training loop uses ``<data.cache_dir>/frames``).
+directory (the training loop uses ``<data.cache_dir>/frames``). Every build first removes the
+caches of Parquet files that no longer exist (`prune_orphans`).
 """
 
 from __future__ import annotations
@@ -131,6 +132,23 @@ def _build(
         np.save(tmp / f"{m}.offsets.npy", offsets, allow_pickle=False)
 
 
+def prune_orphans(root: Path) -> list[Path]:
+    """Remove the caches under ``root`` whose Parquet file no longer exists (a deleted or moved
+    dataset); returns what was removed. Builds in progress (hidden directories) are left."""
+    removed = []
+    for entry in root.iterdir():
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            source = Path(json.loads((entry / "manifest.json").read_text())["file"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a cache of ours, or one being replaced: not ours to judge
+        if not source.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def load_frames(
     path: Path,
     meta: DatasetMeta,
@@ -153,6 +171,7 @@ def load_frames(
     if found:
         return found
     root.mkdir(parents=True, exist_ok=True)
+    prune_orphans(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     try:
         _build(path, tmp, meta, lengths, present, ids, chunk_rows or CHUNK_ROWS)
