@@ -3,7 +3,7 @@
 Importing this package registers every model.
 """
 
-from robustmsa.models import derl, late_fusion, qa_moe  # noqa: F401  (registration side effect)
+from robustmsa.models import derl, late_fusion, mult, promma, qa_moe  # noqa: F401  (registration)
 from robustmsa.models.base import MODELS, ModelOutput, ModelSpec, MSAModel
 
 __all__ = ["MODELS", "MSAModel", "ModelOutput", "ModelSpec"]

@@ -5,6 +5,21 @@ with the training-time sampler, minimise ``L1(prediction, label) + sum_k w_k * a
 evaluate the validation spectrum; its `spectrum_score` is the objective of early stopping and
 of the search. Every epoch writes a checkpoint and reports; the best epoch's weights and
 validation spectrum travel in every checkpoint, so the last one holds the trial's outcome.
+
+Multi-stage training (a general hook; models without it train exactly as above): a model may
+define ``training_stages() -> list[stage]`` and ``set_stage(name)``. A stage (duck-typed; see
+`robustmsa.models.promma.Stage`) has ``name``, ``fraction`` (share of ``training.epochs``) or
+``epochs`` (a count; the last stage may give neither and takes the rest), ``sampler`` (None: the
+study's training sampler; ``"complete"``: no corruption; or a `SpectrumSampler`), ``train``
+(parameter-name prefixes the stage optimises; None: all) and ``select`` (whether its epochs may
+become the best epoch; the last stage must). `plan_stages` turns them into epoch counts (the last
+stage gets at least one epoch when ``training.epochs > 0``). The stages run in order through the
+same epoch code: on entering a stage the loop calls ``set_stage(name)`` and builds a fresh
+optimizer (same ``lr``/``weight_decay``) over the stage's parameters; every gradient is cleared
+each step and only the stage's parameters are clipped and stepped. Epoch numbers continue across
+stages; each report carries ``stage`` (the name) and the checkpoint state too; early stopping
+(``patience``) counts only in the last stage. An empty list means a single-stage model. A
+zero-epoch run validates once in the last stage.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
 from robustmsa.models.base import MSAModel
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
+from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import save_checkpoint
 
 OBJECTIVE = "val/spectrum_score"  # minimised; defined in evaluation.summaries.spectrum_score
@@ -62,6 +78,87 @@ def _unwrap(model: nn.Module) -> MSAModel:
     return getattr(model, "module", model)
 
 
+def training_stages(model: MSAModel) -> list:
+    """The model's training stages (`training_stages()`), or [] for a single-stage model."""
+    stages = getattr(model, "training_stages", None)
+    return list(stages()) if stages is not None else []
+
+
+def plan_stages(stages: list, epochs: int) -> list[tuple[object, int]]:
+    """``[(stage, number of epochs)]`` for ``training.epochs = epochs`` (module docstring).
+
+    ``fraction`` stages get ``floor(fraction * epochs + 0.5)``, capped so that the last stage
+    keeps one epoch; explicit ``epochs`` are taken as given; a zero-epoch run plans 0 each.
+    ValueError (naming the stage) for duplicate names, a non-selectable last stage, a stage
+    with both or (not last) neither of ``fraction`` and ``epochs``, or values out of range.
+    """
+    if not stages:
+        return []
+    plan: list[tuple[object, int]] = []
+    used = 0
+    names = [s.name for s in stages]
+    for i, s in enumerate(stages):
+        where = f"stage {s.name!r}"
+        last = i == len(stages) - 1
+        if names.count(s.name) > 1:
+            raise ValueError(f"{where}: the name is used twice")
+        if s.fraction is not None and s.epochs is not None:
+            raise ValueError(f"{where}: give fraction or epochs, not both")
+        if s.epochs is not None:
+            if s.epochs < 0:
+                raise ValueError(f"{where}: epochs must be >= 0, got {s.epochs}")
+            n = s.epochs
+        elif s.fraction is not None:
+            if not 0.0 <= s.fraction <= 1.0:
+                raise ValueError(f"{where}: fraction must be in [0, 1], got {s.fraction}")
+            n = int(np.floor(s.fraction * epochs + 0.5))
+            if not last:
+                n = min(n, max(epochs - 1 - used, 0))
+        elif last:
+            n = max(epochs - used, 0)
+        else:
+            raise ValueError(f"{where}: needs fraction or epochs (only the last takes the rest)")
+        if last:
+            if not s.select:
+                raise ValueError(f"{where}: the last stage must have select=True")
+            if epochs > 0:
+                n = max(n, 1)
+        if epochs == 0:
+            n = 0
+        plan.append((s, n))
+        used += n
+    return plan
+
+
+def stage_parameters(model: MSAModel, stage) -> list[nn.Parameter]:
+    """The parameters ``stage`` optimises: names equal to or under a ``stage.train`` prefix."""
+    if stage.train is None:
+        return list(model.parameters())
+    prefixes = tuple(stage.train)
+    chosen = [
+        p
+        for n, p in model.named_parameters()
+        if any(n == q or n.startswith(q + ".") for q in prefixes)
+    ]
+    if not chosen:
+        raise ValueError(f"stage {stage.name!r}: train={list(prefixes)} matches no parameter")
+    return chosen
+
+
+def stage_sampler(stage, default: SpectrumSampler) -> SpectrumSampler:
+    """The training sampler of ``stage``: the study's, none (``"complete"``) or its own."""
+    if stage.sampler is None:
+        return default
+    if isinstance(stage.sampler, SpectrumSampler):
+        return stage.sampler
+    if stage.sampler == "complete":
+        return FixedSampler(0.0, 0.0)  # every sample at (λ, η) = (0, 0): the data as stored
+    raise ValueError(
+        f"stage {stage.name!r}: sampler must be None, 'complete' or a SpectrumSampler, "
+        f"got {stage.sampler!r}"
+    )
+
+
 def train_epoch(
     model: nn.Module,
     split: ParquetSplit,
@@ -73,8 +170,13 @@ def train_epoch(
     batch_size: int,
     grad_clip: float,
     device: torch.device,
+    parameters: list[nn.Parameter] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``order``: mean ``train/loss``, ``train/task_loss`` and ``train/aux/*``."""
+    """One pass over ``order``: mean ``train/loss``, ``train/task_loss`` and ``train/aux/*``.
+
+    ``parameters``: the ones ``optimizer`` steps (a training stage's): every gradient of the
+    model is then cleared each step and only these are clipped. None: all of the model's.
+    """
     inner = _unwrap(model)
     weights = inner.aux_loss_weights()
     model.train()
@@ -85,10 +187,15 @@ def train_epoch(
         out = model(batch)
         task = nn.functional.l1_loss(out.prediction, batch.labels)
         loss = task + sum(weights.get(k, 0.0) * v for k, v in out.aux_losses.items())
-        optimizer.zero_grad(set_to_none=True)
+        if parameters is None:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            model.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            nn.utils.clip_grad_norm_(
+                model.parameters() if parameters is None else parameters, grad_clip
+            )
         optimizer.step()
         parts = {"train/loss": loss, "train/task_loss": task}
         parts.update({f"train/aux/{k}": v for k, v in out.aux_losses.items()})
@@ -147,10 +254,27 @@ def run_training(
     best = TrainingOutcome(best_epoch=0, best_score=float("inf"), epochs_run=0, stopped_early=False)
     bad_epochs = 0
     epoch = 0
+    # Stages (module docstring): [] keeps the single-stage loop exactly as it was.
+    plan = plan_stages(training_stages(inner), t.epochs)
+    total = sum(n for _, n in plan) if plan else t.epochs
+    stage_of = [i for i, (_, n) in enumerate(plan) for _ in range(n)]  # epoch e: stage_of[e - 1]
+    active, stage, train_params, epoch_sampler = None, None, None, sampler
     with tempfile.TemporaryDirectory(prefix="robustmsa-ckpt-") as scratch:
         # A zero-epoch run still validates and reports the initial model once.
-        for epoch in range(1 if t.epochs else 0, t.epochs + 1):
-            metrics: dict[str, float] = {"epoch": epoch}
+        for epoch in range(1 if total else 0, total + 1):
+            metrics: dict[str, float | str] = {"epoch": epoch}
+            if plan:
+                index = stage_of[epoch - 1] if epoch else len(plan) - 1
+                stage = plan[index][0]
+                if index != active:
+                    active = index
+                    inner.set_stage(stage.name)
+                    train_params = stage_parameters(inner, stage)
+                    optimizer = torch.optim.AdamW(
+                        train_params, lr=t.lr, weight_decay=t.weight_decay
+                    )
+                    epoch_sampler = stage_sampler(stage, sampler)
+                metrics["stage"] = stage.name
             if epoch:
                 rng = np.random.default_rng([t.seed, epoch])
                 order = rng.permutation(len(train))[rank::world_size]
@@ -159,24 +283,27 @@ def run_training(
                     train,
                     order,
                     optimizer=optimizer,
-                    sampler=sampler,
+                    sampler=epoch_sampler,
                     generator=generator,
                     batch_size=t.batch_size,
                     grad_clip=t.grad_clip,
                     device=device,
+                    parameters=train_params,
                 )
             score, rows = validate()
             metrics[OBJECTIVE] = score
             metrics |= {f"val/{r['metric']}": r["value"] for r in rows if r["protocol"] == "clean"}
             state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
-            if score < best.best_score:
+            selectable = stage is None or stage.select
+            final = stage is None or active == len(plan) - 1
+            if selectable and score < best.best_score:
                 best.best_epoch, best.best_score, best.rows = epoch, score, rows
                 best.best_state = state  # a fresh CPU copy, never written to again
                 bad_epochs = 0
-            else:
+            elif final:
                 bad_epochs += 1
             best.epochs_run = epoch
-            will_stop = bool(epoch) and bad_epochs >= t.patience
+            will_stop = bool(epoch) and final and bad_epochs >= t.patience
             ckpt = None
             if rank == 0:
                 ckpt = save_checkpoint(
@@ -188,8 +315,9 @@ def run_training(
                         "best_epoch": best.best_epoch,
                         "best_score": best.best_score,
                         "model": config.model.name,
-                        "epochs": t.epochs,
+                        "epochs": total,
                         "patience_exhausted": will_stop,
+                        **({"stage": stage.name} if stage is not None else {}),
                     },
                     best_rows=best.rows,
                     config=config.to_dict(),
@@ -198,6 +326,6 @@ def run_training(
             metrics["best/" + OBJECTIVE] = best.best_score
             reporter.report(metrics, str(ckpt) if ckpt else None)
             if will_stop:
-                best.stopped_early = epoch < t.epochs
+                best.stopped_early = epoch < total
                 break
     return best
