@@ -1,4 +1,11 @@
-"""Contract, robustness-to-absence, switch and learning tests for every registered model."""
+"""Contract, robustness-to-absence, gradient, text-input, search-space and learning tests.
+
+The contract tests (absence patterns, constant all-absent prediction, ignored absent content,
+seeding) run for every registered model; the stricter ones (every trainable parameter gets a
+gradient, the text transformer path, bf16 autocast, the search space, learning) for late
+fusion and QA-MoE, whose own specifics are in ``test_qa_moe.py`` (and the text input's in
+``test_text_input.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +15,21 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from robustmsa.config import from_dict
 from robustmsa.data.batch import MODALITIES, Batch
 from robustmsa.data.parquet import open_dataset
 from robustmsa.data.synthetic import generate
+from robustmsa.errors import ConfigError
 from robustmsa.models import MODELS, ModelOutput, MSAModel
 from robustmsa.models.late_fusion import LateFusionConfig
 from robustmsa.models.qa_moe import QAMoEConfig
+from robustmsa.models.text_input import TextInputConfig
 
 DIMS = {"text": 16, "audio": 5, "vision": 7}
 MODEL_NAMES = sorted(MODELS)
+OWN = ["late_fusion", "qa_moe"]  # the models whose strict tests live in this file
+# A small BERT built offline from its config (no download): the `text: {kind: transformer}` path.
+SMALL_BERT = {"kind": "transformer", "hidden": 16, "layers": 1, "heads": 2, "max_tokens": 32}
 # Every subset of absent modalities, from none to all three.
 ABSENT_SUBSETS = [
     frozenset(c) for n in range(len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n)
@@ -61,13 +74,32 @@ def drop(batch: Batch, absent: frozenset[str]) -> Batch:
 
 
 def corrupt(batch: Batch, seed: int = 1) -> Batch:
-    """Noisy features on valid frames, with the uncorrupted batch as ``clean``."""
+    """Noisy features on valid frames (and a third of the word tokens turned into ``[UNK]``
+    when the batch has tokens), with the uncorrupted batch as ``clean``."""
     gen = torch.Generator().manual_seed(seed)
     features = {
         m: x + torch.randn(x.shape, generator=gen) * batch.masks[m].unsqueeze(-1)
         for m, x in batch.features.items()
     }
-    return replace(batch, features=features, clean=batch)
+    tokens = batch.tokens
+    if tokens is not None:
+        words = batch.token_mask & (tokens != 101) & (tokens != 102)
+        unk = words & (torch.rand(tokens.shape, generator=gen) < 1 / 3)
+        tokens = tokens.masked_fill(unk, 100)
+    return replace(batch, features=features, tokens=tokens, clean=batch)
+
+
+def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
+    """``batch`` with BERT-style token ids: ``[CLS] w ... w [SEP]``, then padding (id 0)."""
+    g = torch.Generator().manual_seed(seed)
+    b = batch.size
+    lengths = torch.randint(4, length + 1, (b,), generator=g)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    words = torch.randint(1000, 30000, (b, length), generator=g)
+    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
+    tokens[:, 0] = 101
+    tokens[torch.arange(b), lengths - 1] = 102
+    return replace(batch, tokens=tokens, token_mask=mask)
 
 
 def training_loss(model: MSAModel, out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
@@ -111,8 +143,9 @@ def test_forward_backward_every_absence_pattern(batch, name, batch_size, absent)
     assert set(out.aux_losses) <= set(model.aux_loss_weights())
     training_loss(model, out, data.labels).backward()
     for pname, p in model.named_parameters():
-        assert p.grad is not None, pname
-        assert torch.isfinite(p.grad).all(), pname
+        if name in OWN and p.requires_grad:
+            assert p.grad is not None, pname
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
     model.eval()
     with torch.no_grad():
         assert_finite(model(data))
@@ -167,11 +200,21 @@ QA_VARIANTS = {
     "no_quality_gate": {"quality_gate": False},
     "no_prior": {"prior": False},
     "dense": {"dense_routing": True},
+    "no_uncertainty_loss": {"uncertainty_loss": False},
+    "no_gate_no_uncertainty": {"quality_gate": False, "uncertainty_loss": False},
+    "text_transformer": {"text": SMALL_BERT},
 }
+GRADIENT_CASES = [("late_fusion", {}), ("late_fusion", {"text": SMALL_BERT})] + [
+    ("qa_moe", v) for v in QA_VARIANTS.values()
+]
+GRADIENT_IDS = ["late_fusion", "late_fusion-text_transformer"] + [
+    f"qa_moe-{k}" for k in QA_VARIANTS
+]
 
 
 def untrained_parameters(name: str, model: MSAModel) -> set[str]:
-    """Parameters that legitimately get no gradient in a full-presence training step.
+    """Parameter name prefixes that legitimately get no gradient in a full-presence training
+    step under corruption.
 
     (With ``prior=False`` the prior is a zero buffer, not a parameter, so it is not listed.)
     """
@@ -181,31 +224,32 @@ def untrained_parameters(name: str, model: MSAModel) -> set[str]:
     skip = set()
     if not cfg.quality_gate:
         skip.add("prior")  # no gate, so the prior is never mixed in
+        if not (cfg.uncertainty_loss and cfg.uncertainty_weight > 0):
+            skip.add("variance_heads.")  # reliability feeds neither gate, router nor a loss
     if cfg.nll_weight == 0:
-        skip.add("log_var_head.weight")
-        skip.add("log_var_head.bias")
+        skip.add("log_var_head.")
     return skip
 
 
-@pytest.mark.parametrize(
-    ("name", "overrides"),
-    [("late_fusion", {})] + [("qa_moe", v) for v in QA_VARIANTS.values()],
-    ids=["late_fusion"] + [f"qa_moe-{k}" for k in QA_VARIANTS],
-)
+@pytest.mark.parametrize(("name", "overrides"), GRADIENT_CASES, ids=GRADIENT_IDS)
 def test_gradients_reach_every_trainable_parameter(dataset, name, overrides):
     model = build(name, **overrides).train()
     # An odd batch: the L1 gradient of a bias, mean(sign(error)), cannot cancel to exactly 0.
-    data = corrupt(dataset["train"].batch(list(range(31))))
+    data = corrupt(with_tokens(dataset["train"].batch(list(range(31)))))
     out = model(data)
     if name == "qa_moe":
-        assert "uncertainty" in out.aux_losses
+        cfg = model.config
+        assert ("uncertainty" in out.aux_losses) == cfg.uncertainty_loss
     training_loss(model, out, data.labels).backward()
     skip = untrained_parameters(name, model)
+    checked = 0
     for pname, p in model.named_parameters():
-        if pname in skip:
+        if any(pname.startswith(prefix) for prefix in skip):
             assert p.grad is None or not p.grad.any(), pname
             continue
+        assert p.requires_grad, pname
         assert p.grad is not None, pname
+        checked += 1
         if pname.startswith("experts."):
             # Expert e trains iff some sample routed to it (top-k): check each (E, ...) slice.
             used = (out.extras["routing_weights"] > 0).any(dim=0)
@@ -213,104 +257,94 @@ def test_gradients_reach_every_trainable_parameter(dataset, name, overrides):
             assert torch.equal(nonzero, used), pname
             continue
         assert p.grad.abs().sum() > 0, pname
+    if "text" in overrides:  # the BERT encoder's parameters were among them
+        assert any(n.startswith("text_input.encoder.") for n, _ in model.named_parameters())
+    assert checked > 0
     if name == "qa_moe" and not model.config.prior:
         assert "prior" not in dict(model.named_parameters())
         assert not model.prior.any() and "prior" not in model.state_dict()
 
 
-# --- QA-MoE specifics -----------------------------------------------------------------------
+# --- text through a transformer -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
-def test_qa_moe_reliability_zero_iff_absent(batch, absent):
-    model = build("qa_moe").eval()
-    with torch.no_grad():
-        r = model(drop(corrupt(batch), absent)).extras["reliability"]
-    assert r.shape == (batch.size, len(MODALITIES))
-    for i, m in enumerate(MODALITIES):
-        if m in absent:
-            assert torch.equal(r[:, i], torch.zeros(batch.size))
-        else:
-            assert ((r[:, i] > 0) & (r[:, i] <= 1)).all()
-
-
-@pytest.mark.parametrize("top_k", [1, 3, 8])
-def test_qa_moe_top_k_routing(batch, top_k):
-    model = build("qa_moe", top_k=top_k).eval()
-    with torch.no_grad():
-        out = model(batch)
-    w = out.extras["routing_weights"]
-    assert w.shape == (batch.size, 8)
-    assert torch.equal((w > 0).sum(dim=1), torch.full((batch.size,), top_k))
-    assert torch.allclose(w.sum(dim=1), torch.ones(batch.size))
-    assert out.extras["prediction_log_var"].shape == (batch.size,)
-
-
-def test_qa_moe_dense_routing_uses_every_expert(batch):
-    model = build("qa_moe", dense_routing=True).train()
-    out = model(corrupt(batch))
-    w = out.extras["routing_weights"]
-    assert (w > 0).all()
-    assert torch.allclose(w.sum(dim=1), torch.ones(batch.size))
-    assert "load_balance" not in out.aux_losses  # constant under dense routing
-
-
-def outputs_with_switch(batch: Batch, **switch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval predictions of the default model and of the same weights with ``switch`` applied."""
-    base = build("qa_moe").eval()
-    with torch.no_grad():
-        base.prior.normal_()  # a prior learned away from its zero init
-    other = build("qa_moe", **switch).eval()
-    other.load_state_dict(base.state_dict(), strict=False)
-    data = drop(corrupt(batch), frozenset({"vision"}))
-    with torch.no_grad():
-        return base(data).prediction, other(data).prediction
-
-
-@pytest.mark.parametrize("switch", ["quality_gate", "prior", "dense_routing"])
-def test_qa_moe_each_switch_changes_the_computation(batch, switch):
-    value = not getattr(QAMoEConfig(), switch)
-    base, other = outputs_with_switch(batch, **{switch: value})
-    assert not torch.allclose(base, other)
-
-
-def test_qa_moe_unchanged_switch_is_identical(batch):
-    base, other = outputs_with_switch(batch)  # sanity check of the helper itself
-    assert torch.equal(base, other)
-
-
-def test_qa_moe_aux_keys_follow_mode_clean_and_weights(batch):
-    noisy = corrupt(batch)
-    model = build("qa_moe").train()
-    assert set(model(noisy).aux_losses) == {"uncertainty", "load_balance", "sentiment_nll"}
-    assert set(model.aux_loss_weights()) == {"uncertainty", "load_balance", "sentiment_nll"}
-    assert "uncertainty" not in model(replace(noisy, clean=None)).aux_losses
+@pytest.mark.parametrize("name", OWN)
+def test_text_transformer_path_with_tokens(batch, name, absent):
+    model = build(name, text=SMALL_BERT)
+    assert model.text_input.encoder is not None
+    data = drop(corrupt(with_tokens(batch)), absent)
+    model.train()
+    out = model(data)
+    assert out.prediction.shape == (batch.size,)
+    assert_finite(out)
+    training_loss(model, out, data.labels).backward()
+    word_grad = model.text_input.encoder.embeddings.word_embeddings.weight.grad
+    assert word_grad is not None and torch.isfinite(word_grad).all()
+    assert (word_grad.abs().sum() > 0) == ("text" not in absent)
     model.eval()
-    assert set(model(noisy).aux_losses) == {"load_balance"}
-    off = build("qa_moe", uncertainty_weight=0.0, balance_weight=0.0, nll_weight=0.0).train()
-    assert off(noisy).aux_losses == {}
+    with torch.no_grad():
+        assert_finite(model(data))
+        if "text" in absent:  # the token ids of an absent text do not matter
+            other = replace(data, tokens=torch.full_like(data.tokens, 2000))
+            assert torch.equal(model(data).prediction, model(other).prediction)
 
 
-def test_qa_moe_uncertainty_loss_is_label_free_and_self_supervised(batch):
-    model = build("qa_moe", dropout=0.0).train()
-    noisy = corrupt(batch)
-    loss = model(noisy).aux_losses["uncertainty"]
-    relabelled = replace(noisy, labels=torch.randn(batch.size))
-    assert torch.equal(loss, model(relabelled).aux_losses["uncertainty"])
-    model.zero_grad()
+@pytest.mark.parametrize("name", OWN)
+def test_text_transformer_needs_tokens(batch, name):
+    model = build(name, text=SMALL_BERT)
+    with pytest.raises(ValueError, match="no token ids"):
+        model(batch)
+
+
+# --- bf16 autocast ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [{}, SMALL_BERT], ids=["features", "transformer"])
+@pytest.mark.parametrize("name", OWN)
+def test_bf16_autocast_forward_backward(batch, name, text):
+    """The CPU stand-in for the GPU bf16 autocast path: finite, float32 outputs and losses."""
+    model = build(name, text=text).train()
+    data = drop(corrupt(with_tokens(batch)), frozenset({"audio"}))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(data)
+        loss = training_loss(model, out, data.labels)
+    assert out.prediction.dtype == torch.float32
+    for key, value in out.aux_losses.items():
+        assert value.dtype == torch.float32, key
+    assert_finite(out)
     loss.backward()
-    for m in MODALITIES:  # trains the variance heads and pulls the noisy encoding to the clean
-        assert model.variance_heads[m].net[0].weight.grad.abs().sum() > 0
-        assert model.encoders[m].proj.weight.grad.abs().sum() > 0
-    assert model.experts.w1.grad is None and model.mean_head.net[0].weight.grad is None
-
-
-def test_qa_moe_sentiment_nll_trains_only_the_variance_branch(batch):
-    model = build("qa_moe").train()
-    model(corrupt(batch)).aux_losses["sentiment_nll"].backward()
     for pname, p in model.named_parameters():
-        trained = p.grad is not None and p.grad.any()
-        assert trained == pname.startswith("log_var_head."), pname
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+
+
+# --- search space ----------------------------------------------------------------------------
+
+CHARACTERISTIC = {
+    "late_fusion": {"hidden", "dropout"},
+    "qa_moe": {"num_experts", "top_k", "uncertainty_weight", "hidden", "balance_weight"},
+}
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_search_space_is_valid_and_every_point_builds(batch, name):
+    import optuna
+    from robustmsa.search.space import define_by_run
+
+    space = MODELS[name].search_space
+    searched = {p["name"].removeprefix("model.params.") for p in space}
+    assert CHARACTERISTIC[name] <= searched
+    config = from_dict({"model": {"name": name}, "search": {"space": list(space)}})
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for _ in range(6):
+        trial = study.ask()
+        define_by_run(config.search.space)(trial)
+        point = from_dict({"model": {"name": name}}, dict(trial.params))
+        model = MODELS[name].build(point.model_params(), DIMS).eval()
+        with torch.no_grad():
+            assert_finite(model(batch))
+        study.tell(trial, 0.0)
 
 
 # --- late fusion specifics ------------------------------------------------------------------
@@ -345,6 +379,10 @@ def test_late_fusion_averages_present_modalities(batch, absent):
         (QAMoEConfig, {"balance_weight": -1.0}, "balance_weight"),
         (QAMoEConfig, {"nll_weight": float("nan")}, "nll_weight"),
         (LateFusionConfig, {"hidden": 0}, "hidden"),
+        (QAMoEConfig, {"uncertainty_loss": "yes"}, "uncertainty_loss"),
+        (QAMoEConfig, {"dense_routing": 1}, "dense_routing"),
+        (QAMoEConfig, {"hidden": 1.5}, "hidden"),
+        (LateFusionConfig, {"hidden": 0}, "hidden"),
         (LateFusionConfig, {"dropout": -0.1}, "dropout"),
     ],
 )
@@ -354,16 +392,33 @@ def test_config_errors_start_with_the_field_name(cls, kwargs, field):
     assert str(next(iter(kwargs.values()))) in str(info.value)
 
 
+@pytest.mark.parametrize("name", OWN)
+def test_config_errors_through_the_study_config_carry_the_key_path(name):
+    with pytest.raises(ConfigError, match=r"^model\.params\.hidden: "):
+        from_dict({"model": {"name": name, "params": {"hidden": 0}}})
+    with pytest.raises(ConfigError, match=r"^model\.params\.text\.heads: "):
+        from_dict({"model": {"name": name, "params": {"text": {"heads": 0}}}})
+    with pytest.raises(ConfigError, match=r"^model\.params\.text\.kind: "):
+        from_dict({"model": {"name": name, "params": {"text": {"kind": "glove"}}}})
+    config = from_dict({"model": {"name": name, "params": {"text": {"kind": "transformer"}}}})
+    assert config.model_params().text == TextInputConfig(kind="transformer")
+
+
 def test_default_configs_are_valid():
-    assert QAMoEConfig().top_k == 3 and QAMoEConfig().num_experts == 8
+    cfg = QAMoEConfig()
+    assert cfg.top_k == 3 and cfg.num_experts == 8
+    assert cfg.quality_gate and cfg.prior and cfg.uncertainty_loss and not cfg.dense_routing
+    assert cfg.text == TextInputConfig()
     QAMoEConfig(top_k=8, dense_routing=True, quality_gate=False, prior=False)
+    QAMoEConfig(text={"kind": "transformer", "freeze": True})
     LateFusionConfig()
+    assert LateFusionConfig(text={"kind": "transformer"}).text.kind == "transformer"
 
 
 # --- learning -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", OWN)
 def test_learns_the_tiny_preset(dataset, name):
     """200 Adam steps (batch 32, L1) beat the constant train-median predictor by >= 30 % MAE.
 
