@@ -99,7 +99,8 @@ class SpectrumConfig:
     ``mixture`` picks one of those three per sample by ``mixture_weights`` (name -> weight >= 0,
     left-out names weigh 0); ``fixed`` puts every sample at ``(fixed_noise, fixed_missing)`` (the
     per-rate specialists of TFR-Net / EMT-DLFR). Evaluation: ``protocols`` on the validation
-    split, corrupted deterministically from ``eval_seed``.
+    split every epoch, ``report_protocols`` on the test split once per finished trial, both
+    corrupted deterministically from ``eval_seed``.
     """
 
     sampler: Literal["continuous", "rates", "patterns", "fixed", "mixture"] = "continuous"
@@ -114,8 +115,13 @@ class SpectrumConfig:
         default_factory=lambda: {"continuous": 1.0, "rates": 1.0, "patterns": 1.0}
     )
     # Every epoch's validation: the all-modality curves (cheap); `missing` alone would add the
-    # per-modality curves (4x the points). The finished trial's test evaluation uses the same.
+    # per-modality curves (4x the points).
     protocols: list[str] = field(default_factory=lambda: ["clean", "missing@all", "noise@all"])
+    # The one test evaluation of a finished trial reports the whole spectrum, the λ x η grid
+    # (heat maps) included.
+    report_protocols: list[str] = field(
+        default_factory=lambda: ["clean", "missing", "noise", "joint", "patterns", "random", "grid"]
+    )
     eval_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -134,10 +140,11 @@ class SpectrumConfig:
         check_mixture_weights(self.mixture_weights)  # says "mixture_weights.<name>: ..."
         from robustmsa.spectrum.protocols import check_protocol_names
 
-        try:
-            check_protocol_names(self.protocols)
-        except ValueError as exc:
-            raise ValueError(f"protocols: {exc}") from exc
+        for name in ("protocols", "report_protocols"):
+            try:
+                check_protocol_names(getattr(self, name))
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
 
 
 @dataclass

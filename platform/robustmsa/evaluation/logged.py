@@ -133,8 +133,9 @@ def evaluate_test_once(
     checkpoint_dir: str | Path,
     protocols: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Evaluate the finished trial's chosen checkpoint on the test split, log it to ``run_id``
-    (``test/spectrum/...``, ``test/robust/...``) and tag the run; returns the rows.
+    """Evaluate the finished trial's chosen checkpoint on the test split at ``protocols``
+    (default: the config's ``spectrum.report_protocols``), log it to ``run_id``
+    (``test/spectrum/...``, ``test/robust/...``, figures) and tag the run; returns the rows.
 
     Called once per completed trial, after training and selection are over. Refuses a run
     that already has a test evaluation.
@@ -144,7 +145,8 @@ def evaluate_test_once(
     if TEST_TAG in client.get_run(run_id).data.tags:
         raise RobustMSAError(f"run {run_id}: the test split was already evaluated once")
     trained = load_checkpoint(checkpoint_dir)
-    evaluator = split_evaluator(trained, "test", protocols)
+    names = protocols or trained.config.spectrum.report_protocols
+    evaluator = split_evaluator(trained, "test", names)
     rows = evaluator.evaluate(trained.model)
     log_spectrum(client, run_id, rows, split="test", reference_rows=oracle_rows(evaluator))
     client.set_tag(run_id, TEST_TAG, "once, after training; checkpoint chosen on valid")
