@@ -5,12 +5,22 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
-from robustmsa.data.batch import MODALITIES
-from robustmsa.spectrum import apply_point
-from robustmsa.spectrum.keys import derive_key
+from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.spectrum import BERT_UNCASED, Draws, apply_point, draw
+from robustmsa.spectrum.keys import (
+    MISSING_STREAM,
+    NOISE_STREAM,
+    TOKEN_MISSING_STREAM,
+    TOKEN_NOISE_STREAM,
+    TOKEN_REPLACE_STREAM,
+    derive_key,
+    stream,
+)
 
 KW = {"seed": 1111, "stream_key": "test/all/0.50", "digest": "d1"}
 
@@ -273,3 +283,244 @@ def test_same_result_on_cuda(tiny_valid):
         assert torch.equal(cpu.masks[m], gpu.masks[m])
         assert torch.equal(cpu.present[m], gpu.present[m])
         torch.testing.assert_close(cpu.features[m], gpu.features[m])
+
+
+# --- Regression: `apply_point` against a per-sample reference, bit for bit -------------------
+#
+# The reference is the operator as documented, written one sample at a time from the random
+# streams themselves: no padded draws, no batch-level arithmetic. `apply_point` (dense
+# arithmetic on padded draws) must match it in every bit (float32 features compared as int32).
+
+
+def reference_point(batch, point, *, seed, stream_key, digest, spec=BERT_UNCASED):
+    """``(features, masks, present, reliability, tokens)`` of ``batch`` at ``point``."""
+    b = batch.size
+    features, masks, present = dict(batch.features), dict(batch.masks), dict(batch.present)
+    reliability = {m: torch.zeros((b, 2)) for m in batch.modalities}
+    tokens = batch.tokens
+    for m, (lam, eta) in point.items():
+        lams = [float(lam[i]) if isinstance(lam, torch.Tensor) else float(lam) for i in range(b)]
+        etas = [float(eta[i]) if isinstance(eta, torch.Tensor) else float(eta) for i in range(b)]
+        reliability[m] = torch.tensor(list(zip(lams, etas, strict=True)), dtype=torch.float32)
+        if all(lam_i == 0.0 and eta_i == 0.0 for lam_i, eta_i in zip(lams, etas, strict=True)):
+            continue  # clean: the input's tensors
+        # NumPy float32 arithmetic: one ufunc per operation, each rounded, never fused.
+        x, mask, pres = (t.numpy() for t in (batch.features[m], batch.masks[m], batch.present[m]))
+        out_x, out_mask, out_pres = np.zeros_like(x), np.zeros_like(mask), pres.copy()
+        for i, sid in enumerate(batch.ids):
+            lam_i, eta_i = lams[i], etas[i]
+            if not pres[i] or eta_i >= 1.0:
+                out_pres[i] = False
+                continue
+            pos = np.flatnonzero(mask[i])
+            rows = x[i, pos]
+            if lam_i > 0.0:
+                eps = stream(digest, sid, stream_key, seed, m, NOISE_STREAM).standard_normal(
+                    (len(pos), x.shape[-1]), dtype=np.float32
+                )
+                keep = np.float32(math.sqrt(1.0 - lam_i * lam_i))
+                rows = keep * rows + np.float32(lam_i) * eps
+            kept = np.ones(len(pos), dtype=bool)
+            if eta_i > 0.0:
+                u = stream(digest, sid, stream_key, seed, m, MISSING_STREAM).random(
+                    len(pos), dtype=np.float32
+                )
+                kept = ~(u < np.float32(eta_i))
+            out_pres[i] = kept.any() or eta_i == 0.0
+            if out_pres[i]:
+                out_mask[i, pos[kept]] = True
+                out_x[i, pos[kept]] = rows[kept]
+        out_x, out_mask, out_pres = (torch.from_numpy(a) for a in (out_x, out_mask, out_pres))
+        features[m], masks[m], present[m] = out_x, out_mask, out_pres
+        if m == "text" and batch.tokens is not None:
+            tokens = batch.tokens.clone()
+            k = spec.num_replacements
+            for i, sid in enumerate(batch.ids):
+                lam_i, eta_i = lams[i], etas[i]
+                if not batch.present["text"][i] or (lam_i == 0.0 and eta_i == 0.0):
+                    continue
+                pos = batch.token_mask[i].nonzero().flatten()
+                row = batch.tokens[i, pos]
+                changeable = ~spec.is_special(row)
+                if eta_i >= 1.0:
+                    tokens[i, pos] = torch.where(changeable, spec.unk_id, row)
+                    continue
+
+                noise_u, choice_u, missing_u = (
+                    stream(digest, sid, stream_key, seed, "text", name).random(len(pos), dtype)
+                    for name, dtype in (
+                        (TOKEN_NOISE_STREAM, np.float32),
+                        (TOKEN_REPLACE_STREAM, np.float64),
+                        (TOKEN_MISSING_STREAM, np.float32),
+                    )
+                )
+                index = torch.from_numpy(np.minimum(np.floor(choice_u * k), k - 1)).long()
+                replaced = changeable & torch.from_numpy(noise_u < np.float32(lam_i))
+                row = torch.where(replaced, spec.replacement(index), row)
+                dropped = changeable & torch.from_numpy(missing_u < np.float32(eta_i))
+                tokens[i, pos] = torch.where(dropped, spec.unk_id, row)
+    return features, masks, present, reliability, tokens
+
+
+def with_tokens(batch, seed=0):
+    """``batch`` with ``[CLS] ids [SEP]`` rows of 3..12 tokens (ids 1000..29999), padded."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [3 + (5 * i) % 10 for i in range(batch.size)]
+    tokens = torch.zeros((batch.size, max(lengths)), dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(1000, 30000, (n,), generator=g)
+        tokens[i, 0], tokens[i, n - 1] = 101, 102
+    mask = torch.arange(tokens.shape[1])[None, :] < torch.tensor(lengths)[:, None]
+    return replace(batch, tokens=tokens, token_mask=mask)
+
+
+def mosi_like(b=64, seed=0, holes=False):
+    """MOSI-shaped random features (text ``(b, 50, 768)``, audio 5, vision 20), variable
+    lengths (one full row); ``holes``: invalid frames inside the rows too."""
+    g = torch.Generator().manual_seed(seed)
+    dims = {"text": (50, 768), "audio": (40, 5), "vision": (45, 20)}
+    features, masks, present = {}, {}, {}
+    for m in MODALITIES:
+        t, d = dims[m]
+        lengths = torch.randint(1, t + 1, (b,), generator=g)
+        lengths[0] = t
+        mask = torch.arange(t)[None, :] < lengths[:, None]
+        if holes:
+            mask &= torch.rand((b, t), generator=g) < 0.8
+        features[m] = torch.where(mask[..., None], torch.randn((b, t, d), generator=g), 0.0)
+        masks[m], present[m] = mask, mask.any(1)
+    ids = [f"m{i:05d}" for i in range(b)]
+    return Batch(features=features, masks=masks, present=present, labels=torch.zeros(b), ids=ids)
+
+
+@pytest.fixture(scope="module")
+def regression_batches(tiny_valid):
+    absent = tiny_valid.batch(list(range(16)))
+    absent.present["audio"][1] = False  # naturally absent, mask cleared
+    absent.masks["audio"][1] = False
+    absent.features["audio"][1] = 0.0
+    absent.present["vision"][2] = False  # naturally absent, mask left set: present wins
+    return {
+        "tiny": tiny_valid.batch(list(range(len(tiny_valid)))),
+        "tiny_absent_tokens": with_tokens(absent),
+        "mosi_like": mosi_like(),
+        "mosi_like_holes_tokens": with_tokens(mosi_like(seed=1, holes=True)),
+    }
+
+
+def regression_points(b):
+    g = torch.Generator().manual_seed(7)
+    points = {
+        name: everywhere(lam, eta)
+        for name, (lam, eta) in {
+            "noise": (0.5, 0.0),
+            "full_noise": (1.0, 0.0),
+            "missing": (0.0, 0.3),
+            "joint": (0.4, 0.4),
+            "joint_high": (0.7, 0.9),
+            "eta_one": (0.3, 1.0),
+        }.items()
+    }
+    points["text_only"] = {"text": (0.6, 0.2)}
+    for dtype in (torch.float32, torch.float64):
+        rates = {}
+        for m in MODALITIES:
+            lam, eta = torch.rand(b, generator=g).to(dtype), torch.rand(b, generator=g).to(dtype)
+            # Exact edge cases: clean, pure noise, wholly dropped, drop only.
+            lam[:4] = torch.tensor([0.0, 1.0, 0.6, 0.0], dtype=dtype)
+            eta[:4] = torch.tensor([0.0, 0.0, 1.0, 0.5], dtype=dtype)
+            rates[m] = (lam, eta)
+        points[f"random_{str(dtype)[6:]}"] = rates
+    points["float_lam_random_eta"] = {m: (0.3, torch.rand(b, generator=g)) for m in MODALITIES}
+    return points
+
+
+def assert_bits_equal(got, want, what):
+    assert got.dtype == want.dtype and got.shape == want.shape, what
+    if got.dtype == torch.float32:
+        got, want = got.view(torch.int32), want.view(torch.int32)
+    assert torch.equal(got, want), what
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny", "tiny_absent_tokens", "mosi_like", "mosi_like_holes_tokens"]
+)
+def test_matches_the_per_sample_reference_bit_for_bit(regression_batches, name):
+    batch = regression_batches[name]
+    shared = draw(batch, MODALITIES, **KW)
+    # Hand-made draws without the padded layout: apply_point builds it from eps and uniform.
+    compact = Draws(
+        eps=shared.eps,
+        uniform=shared.uniform,
+        token_noise=shared.token_noise,
+        token_choice=shared.token_choice,
+        token_missing=shared.token_missing,
+    )
+    for pname, point in regression_points(batch.size).items():
+        want = reference_point(batch, point, **KW)
+        # Every point with the draws of a sweep; a few also drawn inside and from hand-made
+        # draws (the same numbers, so the same result).
+        modes = [("shared", shared)]
+        if pname in ("joint", "random_float64"):
+            modes += [("own", None), ("compact", compact)]
+        for mode, draws in modes:
+            out = apply_point(batch, point, draws=draws, **KW)
+            got = (out.features, out.masks, out.present, out.reliability)
+            names = ("features", "masks", "present", "reliability")
+            for field_name, g, w in zip(names, got, want[:4], strict=True):
+                for m in MODALITIES:
+                    assert_bits_equal(g[m], w[m], (pname, mode, field_name, m))
+            if batch.tokens is None:
+                assert out.tokens is None
+            else:
+                assert_bits_equal(out.tokens, want[4], (pname, mode, "tokens"))
+
+
+def test_draws_keep_the_padded_layout(regression_batches):
+    batch = regression_batches["mosi_like_holes_tokens"]
+    draws = draw(batch, ["text", "vision"], **KW)
+    assert sorted(draws.eps_padded) == sorted(draws.uniform_padded) == ["text", "vision"]
+    for m in ("text", "vision"):
+        valid = batch.masks[m] & batch.present[m][:, None]
+        eps, uniform = draws.eps_padded[m], draws.uniform_padded[m]
+        assert eps.shape == batch.features[m].shape and eps.dtype == torch.float32
+        assert uniform.shape == valid.shape and uniform.dtype == torch.float32
+        assert torch.equal(eps[valid], draws.eps[m])
+        assert torch.equal(uniform[valid], draws.uniform[m])
+        assert not eps[~valid].any() and not uniform[~valid].any()
+    # Draws of a batch with the same valid frames but other padding are rejected.
+    text, text_mask = batch.features["text"], batch.masks["text"]
+    longer = replace(
+        batch,
+        features={**batch.features, "text": torch.cat([text, torch.zeros_like(text)], 1)},
+        masks={**batch.masks, "text": torch.cat([text_mask, torch.zeros_like(text_mask)], 1)},
+    )
+    with pytest.raises(ValueError, match="padded draws"):
+        apply_point(longer, {"text": (0.5, 0.5)}, draws=draws, **KW)
+    with pytest.raises(ValueError, match="do not match"):
+        apply_point(batch, {"audio": (0.5, 0.5)}, draws=draws, **KW)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_padded_draws_on_cuda(regression_batches):
+    batch = regression_batches["mosi_like_holes_tokens"]
+    draws = draw(batch, MODALITIES, **KW)
+    moved = Draws(
+        eps={m: t.cuda() for m, t in draws.eps.items()},
+        uniform={m: t.cuda() for m, t in draws.uniform.items()},
+        token_noise=draws.token_noise.cuda(),
+        token_choice=draws.token_choice.cuda(),
+        token_missing=draws.token_missing.cuda(),
+        eps_padded={m: t.cuda() for m, t in draws.eps_padded.items()},
+        uniform_padded={m: t.cuda() for m, t in draws.uniform_padded.items()},
+    )
+    gpu_batch = batch.to("cuda")
+    for point in regression_points(batch.size).values():
+        cpu = apply_point(batch, point, draws=draws, **KW)
+        for d in (moved, draws, None):  # on the device, CPU draws moved per call, drawn
+            gpu = apply_point(gpu_batch, point, draws=d, **KW).to("cpu")
+            for m in MODALITIES:
+                assert torch.equal(cpu.masks[m], gpu.masks[m])
+                assert torch.equal(cpu.present[m], gpu.present[m])
+                torch.testing.assert_close(cpu.features[m], gpu.features[m])
+            assert torch.equal(cpu.tokens, gpu.tokens)

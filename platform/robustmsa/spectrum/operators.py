@@ -277,6 +277,13 @@ class Draws:
     count depends on the sample alone): ``token_noise`` float32 ``(N_tok,)`` (replaced when
     below ``λ``), ``token_choice`` float64 ``(N_tok,)`` (which replacement) and
     ``token_missing`` float32 ``(N_tok,)`` (``[UNK]`` when below ``η``); else None.
+
+    The same per-frame draws in the batch's padded layout, which `apply_point` corrupts with
+    (dense arithmetic on ``(B, T, d)``, no gather or scatter per point): ``eps_padded[m]``
+    float32 ``(B, T_m, d_m)`` and ``uniform_padded[m]`` float32 ``(B, T_m)``, the values of
+    ``eps[m]`` / ``uniform[m]`` at the valid frames and zeros elsewhere. `draw` fills them;
+    when a modality lacks them (hand-made `Draws`), `apply_point` builds them from ``eps`` and
+    ``uniform`` for each call.
     """
 
     eps: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -284,11 +291,26 @@ class Draws:
     token_noise: torch.Tensor | None = None
     token_choice: torch.Tensor | None = None
     token_missing: torch.Tensor | None = None
+    eps_padded: dict[str, torch.Tensor] = field(default_factory=dict)
+    uniform_padded: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _valid_tokens(batch: Batch) -> torch.Tensor:
     """Bool ``(B, L)``: real tokens of samples whose text is present."""
     return batch.token_mask & batch.present["text"][:, None]
+
+
+def _padded(
+    eps: torch.Tensor, uniform: torch.Tensor, valid: torch.Tensor, d: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws ``eps`` ``(N, d)`` and ``uniform`` ``(N,)`` of the ``N`` valid frames of
+    ``valid`` ``(B, T)`` in padded layout, on ``valid``'s device: ``(B, T, d)`` and ``(B, T)``,
+    zeros at invalid positions."""
+    eps_padded = torch.zeros((*valid.shape, d), dtype=eps.dtype, device=valid.device)
+    eps_padded[valid] = eps.to(valid.device)
+    uniform_padded = torch.zeros(valid.shape, dtype=uniform.dtype, device=valid.device)
+    uniform_padded[valid] = uniform.to(valid.device)
+    return eps_padded, uniform_padded
 
 
 def draw(
@@ -323,6 +345,7 @@ def draw(
             )
         out.eps[m] = torch.from_numpy(np.concatenate(noise))
         out.uniform[m] = torch.from_numpy(np.concatenate(uniform))
+        out.eps_padded[m], out.uniform_padded[m] = _padded(out.eps[m], out.uniform[m], valid, d)
     if batch.tokens is not None and "text" in modalities:
         counts = _valid_tokens(batch).sum(dim=1).tolist()
         parts: dict[str, list[np.ndarray]] = {
@@ -352,9 +375,13 @@ def _corrupt_features(
     uniform: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One feature modality at per-sample ``lam``, ``eta`` (float64 CPU ``(B,)``, not all
-    clean): new ``(features (B, T, d), mask (B, T), present (B,))``. ``eps`` ``(N, d)`` and
-    ``uniform`` ``(N,)`` are the draws of the ``N`` valid frames (None when `needs_draws` is
-    False)."""
+    clean): new ``(features (B, T, d), mask (B, T), present (B,))``. ``eps`` ``(B, T, d)`` and
+    ``uniform`` ``(B, T)`` are the draws in padded layout on ``x``'s device (`Draws.eps_padded`,
+    `Draws.uniform_padded`; None when `needs_draws` is False).
+
+    Dense arithmetic on the padded tensors: every frame is computed, and the frames that are
+    not kept (padding, dropped, absent) are zeroed at the end, so valid frames get exactly the
+    float32 operations of `mix_noise` (``round(k x) + round(λ ε)``, bit for bit)."""
     dev = x.device
     if bool((eta >= 1.0).all()):  # every frame dropped: absent, nothing to draw
         return torch.zeros_like(x), torch.zeros_like(mask), torch.zeros_like(pres)
@@ -363,24 +390,23 @@ def _corrupt_features(
     gone = eta >= 1.0  # (B,)
     lam = torch.where(gone, 0.0, lam)
     eta_drawn = torch.where(gone, 0.0, eta)
-    valid = mask & pres[:, None]  # (B, T)
-    if bool((lam > 0.0).any()):
-        # Coefficients in float64, rounded once to x's dtype: bit for bit the float32 scalars
-        # that `mix_noise` multiplies by for a float λ.
-        keep = torch.sqrt(1.0 - lam * lam).to(x.dtype).to(dev)[:, None].expand_as(valid)[valid]
-        mix = lam.to(x.dtype).to(dev)[:, None].expand_as(valid)[valid]
-        x = x.clone()
-        x[valid] = x[valid] * keep[:, None] + eps.to(dev) * mix[:, None]
     if bool((eta_drawn > 0.0).any()):
-        thresholds = _threshold(eta_drawn, uniform.dtype, dev).expand_as(valid)[valid]
-        dropped = torch.zeros_like(mask)
-        dropped[valid] = uniform.to(dev) < thresholds
-        mask = mask & ~dropped
+        valid = mask & pres[:, None]  # (B, T)
+        mask = mask & ~(valid & (uniform < _threshold(eta_drawn, uniform.dtype, dev)))
     # A present sample whose frames were all dropped (η > 0) is absent; natural ones stay so.
     new_pres = pres & ~gone.to(dev) & (mask.any(dim=1) | (eta.to(dev) == 0.0))
     mask = mask & new_pres[:, None]
-    features = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=dev))
-    return features, mask, new_pres
+    if not bool((lam > 0.0).any()):
+        features = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype, device=dev))
+        return features, mask, new_pres
+    # Coefficients in float64, rounded once to x's dtype: bit for bit the float32 scalars that
+    # `mix_noise` multiplies by for a float λ. Two products and a sum, each rounded, as in
+    # `mix_noise`: never a fused multiply-add (addcmul, add with alpha), which may skip one.
+    keep = torch.sqrt(1.0 - lam * lam).to(x.dtype).to(dev)[:, None, None]
+    mix = lam.to(x.dtype).to(dev)[:, None, None]
+    features = x * keep
+    features += eps * mix
+    return features.masked_fill_(~mask[..., None], 0.0), mask, new_pres
 
 
 def _apply_tokens(
@@ -420,6 +446,28 @@ def _apply_tokens(
         spread(draws.token_missing),
         spec,
     )
+
+
+def _padded_draws(batch: Batch, m: str, draws: Draws) -> tuple[torch.Tensor, torch.Tensor]:
+    """The draws of modality ``m`` in padded layout on its features' device, checked against
+    ``batch``: `Draws.eps_padded` / `Draws.uniform_padded` when set, else built from
+    `Draws.eps` / `Draws.uniform`."""
+    x = batch.features[m]
+    valid = batch.masks[m] & batch.present[m][:, None]
+    n = int(valid.sum())
+    eps, uniform = draws.eps.get(m), draws.uniform.get(m)
+    if eps is None or uniform is None or eps.shape != (n, x.shape[-1]) or uniform.shape != (n,):
+        raise ValueError(f"draws for {m!r} do not match this batch's valid frames")
+    eps_padded, uniform_padded = draws.eps_padded.get(m), draws.uniform_padded.get(m)
+    if eps_padded is None or uniform_padded is None:
+        return _padded(eps, uniform, valid, x.shape[-1])
+    if eps_padded.shape != x.shape or uniform_padded.shape != valid.shape:
+        raise ValueError(
+            f"padded draws for {m!r} have shapes {tuple(eps_padded.shape)} and "
+            f"{tuple(uniform_padded.shape)}, not this batch's {tuple(x.shape)} and "
+            f"{tuple(valid.shape)}"
+        )
+    return eps_padded.to(x.device), uniform_padded.to(x.device)
 
 
 def apply_point(
@@ -483,18 +531,9 @@ def apply_point(
         reliability[m] = torch.stack([lam, eta], dim=1).to(torch.float32).to(dev)
         if not bool((lam > 0.0).any() | (eta > 0.0).any()):
             continue  # clean: share the input's tensors
-        drawn = needs_draws(lam, eta)
-        valid_frames = int((batch.masks[m] & batch.present[m][:, None]).sum()) if drawn else 0
-        if drawn and (m not in draws.eps or draws.eps[m].shape[0] != valid_frames):
-            raise ValueError(f"draws for {m!r} do not match this batch's valid frames")
+        eps, uniform = _padded_draws(batch, m, draws) if needs_draws(lam, eta) else (None, None)
         features[m], masks[m], present[m] = _corrupt_features(
-            batch.features[m],
-            batch.masks[m],
-            batch.present[m],
-            lam,
-            eta,
-            draws.eps.get(m),
-            draws.uniform.get(m),
+            batch.features[m], batch.masks[m], batch.present[m], lam, eta, eps, uniform
         )
         if m == "text" and batch.tokens is not None:
             new_tokens = _apply_tokens(batch, lam, eta, draws, tokens)
