@@ -132,7 +132,9 @@ class SpectrumEvaluator:
         total = 0
         for m, d in self.split.meta.dims.items():
             frames = self.split.frames[m].num_frames
-            total += frames * d * 4 * (2 if m in self._modalities else 1)
+            # A drawn modality holds its padded features, the compact normals and the padded
+            # normals (padding adds about a third over the valid frames): about 4x the frames.
+            total += frames * d * 4 * (4 if m in self._modalities else 1)
         return total
 
     def _prepare(self) -> Iterator[Prepared]:
