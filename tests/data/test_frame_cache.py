@@ -138,7 +138,7 @@ def test_bad_frames_in_a_later_chunk_name_the_split_row_and_leave_no_cache(
     msg = str(info.value)
     assert msg.startswith(f"{path}: row 3 (id 'train-3'), field 'vision': non-finite"), msg
     assert "frame 1, feature 2" in msg
-    assert not any(root.iterdir())  # nothing half-built
+    assert [q for q in root.iterdir() if q.is_dir()] == []  # nothing half-built
 
 
 def test_chunked_build_matches_a_single_chunk(dataset, tmp_path):
@@ -170,9 +170,28 @@ def test_building_prunes_the_caches_of_deleted_files(tmp_path):
     ParquetSplit(kept / "valid.parquet", root)
     shutil.rmtree(gone)
     ParquetSplit(kept / "test.parquet", root)  # a build: prunes
-    assert sorted(p.name for p in root.iterdir()) == sorted(
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(
         [
             cache_dir_for(kept / "valid.parquet", root).name,
             cache_dir_for(kept / "test.parquet", root).name,
         ]
     )
+
+
+def _open_and_sum(args):
+    path, root = args
+    split = ParquetSplit(path, root)
+    return [float(np.asarray(split.frames[m].array, np.float64).sum()) for m in MODALITIES]
+
+
+def test_concurrent_openers_of_a_new_cache_all_succeed(dataset, tmp_path):
+    """Fault injection by concurrency: four processes open one split whose cache does not
+    exist yet (as two DDP ranks do); one builds, the others wait and map the same cache."""
+    import multiprocessing
+
+    root = tmp_path / "cache"
+    path = dataset / "train.parquet"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        sums = pool.map(_open_and_sum, [(path, root)] * 4)
+    assert all(s == sums[0] for s in sums)
+    assert [q.name for q in root.iterdir() if q.is_dir()] == [cache_dir_for(path, root).name]

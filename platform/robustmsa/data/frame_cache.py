@@ -14,8 +14,8 @@ validated (`robustmsa.data.validate.validate_frames`: messages name the split ro
 written, so building needs memory for one chunk, not the split. A cache directory belongs to
 one file path; its ``manifest.json`` records the file's size, modification time and dataset
 digest, and any mismatch (the file was rewritten) rebuilds it. Builds go to a temporary
-directory renamed into place, so a failed build leaves nothing and concurrent builders (two
-trials opening one dataset) do not see each other's half-written files.
+directory renamed into place, so a failed build leaves nothing; a lock file per cache lets one
+process build while concurrent openers (two DDP ranks, two trials) wait and then map it.
 
 Location: ``$ROBUSTMSA_FRAME_CACHE`` or ``~/.cache/robustmsa/frames`` unless the caller names a
 directory (the training loop uses ``<data.cache_dir>/frames``). Every build first removes the
@@ -24,7 +24,7 @@ caches of Parquet files that no longer exist (`prune_orphans`).
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -171,23 +171,26 @@ def load_frames(
     if found:
         return found
     root.mkdir(parents=True, exist_ok=True)
-    prune_orphans(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
-    try:
-        _build(path, tmp, meta, lengths, present, ids, chunk_rows or CHUNK_ROWS)
-        (tmp / "manifest.json").write_text(json.dumps(identity))
-        if target.exists():  # stale: move it aside first (a directory rename cannot replace it)
-            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale.", dir=root))
-            with contextlib.suppress(FileNotFoundError):  # another builder moved it first
-                os.replace(target, stale / "old")
-            shutil.rmtree(stale, ignore_errors=True)
+    # One builder per cache at a time (two DDP ranks, two trials): the others wait, then map
+    # what it built. Without the lock, a builder could move a fresh cache aside as stale.
+    with open(root / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = _load(target, identity, len(ids))
+        if found:
+            return found
+        prune_orphans(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
         try:
+            _build(path, tmp, meta, lengths, present, ids, chunk_rows or CHUNK_ROWS)
+            (tmp / "manifest.json").write_text(json.dumps(identity))
+            if target.exists():  # stale: move it aside (a directory rename cannot replace it)
+                stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale.", dir=root))
+                os.replace(target, stale / "old")
+                shutil.rmtree(stale, ignore_errors=True)
             os.replace(tmp, target)
-        except OSError:  # another builder finished first; its cache is as good as ours
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
     found = _load(target, identity, len(ids))
     if not found:
         raise OSError(f"{target}: frame cache unreadable right after it was built")
