@@ -9,13 +9,11 @@ from __future__ import annotations
 import math
 import socket
 import threading
-import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from mlflow.tracking import MlflowClient
 from robustmsa.errors import RobustMSAError
 from robustmsa.tracking.runs import (
     MAX_METRICS_PER_BATCH,
@@ -31,29 +29,6 @@ from robustmsa.tracking.spectrum import log_spectrum
 
 # MLflow's own sqlalchemy store triggers this; it says nothing about robustmsa.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    return MlflowClient(f"sqlite:///{root}/m.db"), root
-
-
-@pytest.fixture
-def client(store):
-    return store[0]
-
-
-@pytest.fixture
-def experiment(store):
-    client, root = store
-    name = f"exp-{uuid.uuid4().hex[:8]}"
-    return client.create_experiment(name, artifact_location=(root / "art" / name).as_uri())
-
-
-@pytest.fixture
-def run_id(client, experiment):
-    return start_run(client, experiment, "trial")
 
 
 class CountingSpy:

@@ -11,20 +11,18 @@ could hold them once for both).
 from __future__ import annotations
 
 import math
-import uuid
 from collections import defaultdict
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from robustmsa.evaluation.ceiling import oracle_rows
 from robustmsa.evaluation.spectrum import ROW_FIELDS, SpectrumEvaluator
 from robustmsa.evaluation.summaries import summarize
 from robustmsa.models import MODELS
 from robustmsa.spectrum import build_points
-from robustmsa.tracking.runs import MAX_METRICS_PER_BATCH, start_run
+from robustmsa.tracking.runs import MAX_METRICS_PER_BATCH
 from robustmsa.tracking.spectrum import log_spectrum, metric_key
 
 # MLflow's own sqlalchemy store triggers this; it says nothing about robustmsa.
@@ -35,29 +33,6 @@ LEVELS = [round(0.1 * i, 1) for i in range(11)]
 GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 METRICS = ("mae", "corr")
 SUMMARIES = ("auilc", "mean", "ratemean", "worst")
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    return MlflowClient(f"sqlite:///{root}/m.db"), root
-
-
-@pytest.fixture
-def client(store):
-    return store[0]
-
-
-@pytest.fixture
-def experiment(store):
-    client, root = store
-    name = f"exp-{uuid.uuid4().hex[:8]}"
-    return client.create_experiment(name, artifact_location=(root / "art" / name).as_uri())
-
-
-@pytest.fixture
-def run_id(client, experiment):
-    return start_run(client, experiment, "trial")
 
 
 @pytest.fixture
