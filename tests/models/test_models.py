@@ -9,114 +9,32 @@ fusion and QA-MoE, whose own specifics are in ``test_qa_moe.py`` (and the text i
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
+from model_batches import (
+    ABSENT_SUBSETS,
+    DIMS,
+    SMALL_BERT,
+    absent_id,
+    assert_finite,
+    build_model,
+    corrupt,
+    drop,
+    training_loss,
+    with_tokens,
+)
 from robustmsa.config import from_dict
-from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import open_dataset
-from robustmsa.data.synthetic import generate
+from robustmsa.data.batch import MODALITIES
 from robustmsa.errors import ConfigError
-from robustmsa.models import MODELS, ModelOutput, MSAModel
+from robustmsa.models import MODELS, MSAModel
 from robustmsa.models.late_fusion import LateFusionConfig
 from robustmsa.models.qa_moe import QAMoEConfig
 from robustmsa.models.text_input import TextInputConfig
 
-DIMS = {"text": 16, "audio": 5, "vision": 7}
 MODEL_NAMES = sorted(MODELS)
 OWN = ["late_fusion", "qa_moe"]  # the models whose strict tests live in this file
-# A small BERT built offline from its config (no download): the `text: {kind: transformer}` path.
-SMALL_BERT = {"kind": "transformer", "hidden": 16, "layers": 1, "heads": 2, "max_tokens": 32}
-# Every subset of absent modalities, from none to all three.
-ABSENT_SUBSETS = [
-    frozenset(c) for n in range(len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n)
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second intra-op thread only adds synchronisation, and on a
-    busy 2-core machine it made the learning test 10-20x slower (spin-waiting on a thread
-    that shares its core). Restored afterwards for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return open_dataset(generate("tiny", tmp_path_factory.mktemp("tiny") / "data"))
-
-
-@pytest.fixture(scope="module")
-def batch(dataset) -> Batch:
-    return dataset["train"].batch(list(range(8)))
-
-
-def build(name: str, seed: int = 0, **overrides) -> MSAModel:
-    spec = MODELS[name]
-    torch.manual_seed(seed)
-    return spec.build(spec.config_cls(**overrides), DIMS)
-
-
-def drop(batch: Batch, absent: frozenset[str]) -> Batch:
-    """``batch`` with the modalities in ``absent`` made absent as the data layer does it."""
-    features, masks, present = dict(batch.features), dict(batch.masks), dict(batch.present)
-    for m in absent:
-        features[m] = torch.zeros_like(features[m])
-        masks[m] = torch.zeros_like(masks[m])
-        present[m] = torch.zeros_like(present[m])
-    return replace(batch, features=features, masks=masks, present=present)
-
-
-def corrupt(batch: Batch, seed: int = 1) -> Batch:
-    """Noisy features on valid frames (and a third of the word tokens turned into ``[UNK]``
-    when the batch has tokens), with the uncorrupted batch as ``clean``."""
-    gen = torch.Generator().manual_seed(seed)
-    features = {
-        m: x + torch.randn(x.shape, generator=gen) * batch.masks[m].unsqueeze(-1)
-        for m, x in batch.features.items()
-    }
-    tokens = batch.tokens
-    if tokens is not None:
-        words = batch.token_mask & (tokens != 101) & (tokens != 102)
-        unk = words & (torch.rand(tokens.shape, generator=gen) < 1 / 3)
-        tokens = tokens.masked_fill(unk, 100)
-    return replace(batch, features=features, tokens=tokens, clean=batch)
-
-
-def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
-    """``batch`` with BERT-style token ids: ``[CLS] w ... w [SEP]``, then padding (id 0)."""
-    g = torch.Generator().manual_seed(seed)
-    b = batch.size
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    mask = torch.arange(length)[None, :] < lengths[:, None]
-    words = torch.randint(1000, 30000, (b, length), generator=g)
-    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
-    tokens[:, 0] = 101
-    tokens[torch.arange(b), lengths - 1] = 102
-    return replace(batch, tokens=tokens, token_mask=mask)
-
-
-def training_loss(model: MSAModel, out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-    """The training loop's objective: L1 task loss plus the weighted auxiliary losses."""
-    weights = model.aux_loss_weights()
-    loss = F.l1_loss(out.prediction, labels)
-    for name, value in out.aux_losses.items():
-        loss = loss + weights[name] * value
-    return loss
-
-
-def assert_finite(out: ModelOutput) -> None:
-    assert torch.isfinite(out.prediction).all()
-    for name, value in {**out.aux_losses, **out.extras}.items():
-        assert torch.isfinite(value).all(), name
-    for value in out.aux_losses.values():
-        assert value.dim() == 0
 
 
 # --- contract and absence -------------------------------------------------------------------
@@ -128,11 +46,11 @@ def test_both_models_registered():
     assert MODELS["qa_moe"].config_cls is QAMoEConfig
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 @pytest.mark.parametrize("batch_size", [1, 5])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_forward_backward_every_absence_pattern(batch, name, batch_size, absent):
-    model = build(name)
+    model = build_model(name)
     full = batch.subset(torch.arange(batch_size))
     data = replace(drop(corrupt(full), absent), clean=full)
     model.train()
@@ -154,7 +72,7 @@ def test_forward_backward_every_absence_pattern(batch, name, batch_size, absent)
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_all_absent_predicts_one_constant(batch, name):
     """With nothing observed the prediction cannot depend on the sample."""
-    model = build(name).eval()
+    model = build_model(name).eval()
     with torch.no_grad():
         prediction = model(drop(batch, frozenset(MODALITIES))).prediction
     assert torch.allclose(prediction, prediction[0].expand_as(prediction))
@@ -163,7 +81,7 @@ def test_all_absent_predicts_one_constant(batch, name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_absent_modality_content_is_ignored(batch, name):
     """Garbage features left on an absent modality (present False) change nothing."""
-    model = build(name).eval()
+    model = build_model(name).eval()
     absent = drop(batch, frozenset({"audio"}))
     garbage = replace(
         absent,
@@ -179,7 +97,7 @@ def test_same_seed_same_output(batch, name):
     data = corrupt(batch)
     outs = []
     for _ in range(2):
-        model = build(name, seed=3)
+        model = build_model(name, seed=3)
         torch.manual_seed(7)  # dropout draws
         model.train()
         train_out = model(data)
@@ -188,7 +106,7 @@ def test_same_seed_same_output(batch, name):
             outs.append((train_out.prediction.detach(), model(data).prediction))
     assert torch.equal(outs[0][0], outs[1][0])
     assert torch.equal(outs[0][1], outs[1][1])
-    other = build(name, seed=4).eval()
+    other = build_model(name, seed=4).eval()
     with torch.no_grad():
         assert not torch.equal(other(data).prediction, outs[0][1])
 
@@ -232,10 +150,10 @@ def untrained_parameters(name: str, model: MSAModel) -> set[str]:
 
 
 @pytest.mark.parametrize(("name", "overrides"), GRADIENT_CASES, ids=GRADIENT_IDS)
-def test_gradients_reach_every_trainable_parameter(dataset, name, overrides):
-    model = build(name, **overrides).train()
+def test_gradients_reach_every_trainable_parameter(tiny_splits, name, overrides):
+    model = build_model(name, **overrides).train()
     # An odd batch: the L1 gradient of a bias, mean(sign(error)), cannot cancel to exactly 0.
-    data = corrupt(with_tokens(dataset["train"].batch(list(range(31)))))
+    data = corrupt(with_tokens(tiny_splits["train"].batch(list(range(31)))))
     out = model(data)
     if name == "qa_moe":
         cfg = model.config
@@ -268,10 +186,10 @@ def test_gradients_reach_every_trainable_parameter(dataset, name, overrides):
 # --- text through a transformer -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 @pytest.mark.parametrize("name", OWN)
 def test_text_transformer_path_with_tokens(batch, name, absent):
-    model = build(name, text=SMALL_BERT)
+    model = build_model(name, text=SMALL_BERT)
     assert model.text_input.encoder is not None
     data = drop(corrupt(with_tokens(batch)), absent)
     model.train()
@@ -292,7 +210,7 @@ def test_text_transformer_path_with_tokens(batch, name, absent):
 
 @pytest.mark.parametrize("name", OWN)
 def test_text_transformer_needs_tokens(batch, name):
-    model = build(name, text=SMALL_BERT)
+    model = build_model(name, text=SMALL_BERT)
     with pytest.raises(ValueError, match="no token ids"):
         model(batch)
 
@@ -304,7 +222,7 @@ def test_text_transformer_needs_tokens(batch, name):
 @pytest.mark.parametrize("name", OWN)
 def test_bf16_autocast_forward_backward(batch, name, text):
     """The CPU stand-in for the GPU bf16 autocast path: finite, float32 outputs and losses."""
-    model = build(name, text=text).train()
+    model = build_model(name, text=text).train()
     data = drop(corrupt(with_tokens(batch)), frozenset({"audio"}))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(data)
@@ -350,9 +268,9 @@ def test_search_space_is_valid_and_every_point_builds(batch, name):
 # --- late fusion specifics ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 def test_late_fusion_averages_present_modalities(batch, absent):
-    model = build("late_fusion").eval()
+    model = build_model("late_fusion").eval()
     with torch.no_grad():
         model.prior.fill_(0.25)
         out = model(drop(batch, absent))
@@ -419,19 +337,19 @@ def test_default_configs_are_valid():
 
 
 @pytest.mark.parametrize("name", OWN)
-def test_learns_the_tiny_preset(dataset, name):
+def test_learns_the_tiny_preset(tiny_splits, name):
     """200 Adam steps (batch 32, L1) beat the constant train-median predictor by >= 30 % MAE.
 
     Observed on the current tiny generator: validation MAE 27-53 % of the constant's, so the
     30 % margin (at most 70 %) holds with room; ~1 s (late fusion) and ~2.5 s (QA-MoE) on one
     thread.
     """
-    train, valid = dataset["train"], dataset["valid"]
+    train, valid = tiny_splits["train"], tiny_splits["valid"]
     all_train = train.batch(list(range(len(train))))
     val = valid.batch(list(range(len(valid))))
     constant_mae = (val.labels - all_train.labels.median()).abs().mean().item()
 
-    model = build(name, seed=0)
+    model = build_model(name, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     order = torch.Generator().manual_seed(0)
     model.train()

@@ -4,70 +4,30 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
+from model_batches import (
+    ABSENT_SUBSETS,
+    DIMS,
+    SMALL_BERT,
+    SMALL_MULT,
+    absent_id,
+    build_model,
+    drop,
+    with_tokens,
+)
 from robustmsa.config import ParamSpace, from_dict
 from robustmsa.config import build as build_config
-from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import open_dataset
+from robustmsa.data.batch import MODALITIES
 from robustmsa.errors import ConfigError
 from robustmsa.models import MODELS
-from robustmsa.models.mult import MaskedAttention, MulT, MulTConfig, last_valid
+from robustmsa.models.mult import MaskedAttention, MulTConfig, last_valid
 from robustmsa.models.text_input import TextInputConfig
 
-DIMS = {"text": 16, "audio": 5, "vision": 7}
-# A small, dropout-free configuration for the tests that train or compare many forwards.
-SMALL = {"dim": 16, "heads": 2, "layers": 1, "self_layers": 1, "dropout": 0.0, "attn_dropout": 0.0}
-ABSENT_SUBSETS = [
-    frozenset(c) for n in range(len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n)
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(tiny_dataset):
-    return open_dataset(tiny_dataset)
-
-
-@pytest.fixture(scope="module")
-def batch(dataset) -> Batch:
-    return dataset["train"].batch(list(range(8)))
-
-
-def build(seed: int = 0, **overrides) -> MulT:
-    torch.manual_seed(seed)
-    return MODELS["mult"].build(MulTConfig(**overrides), DIMS)
-
-
-def drop(batch: Batch, absent) -> Batch:
-    features, masks, present = dict(batch.features), dict(batch.masks), dict(batch.present)
-    for m in absent:
-        features[m] = torch.zeros_like(features[m])
-        masks[m] = torch.zeros_like(masks[m])
-        present[m] = torch.zeros_like(present[m])
-    return replace(batch, features=features, masks=masks, present=present)
-
-
-def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
-    """``batch`` with BERT-style token ids: [CLS] w ... w [SEP], then padding."""
-    g = torch.Generator().manual_seed(seed)
-    b = batch.size
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    mask = torch.arange(length)[None, :] < lengths[:, None]
-    words = torch.randint(1000, 30000, (b, length), generator=g)
-    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
-    tokens[:, 0] = 101
-    tokens[torch.arange(b), lengths - 1] = 102
-    return replace(batch, tokens=tokens, token_mask=mask)
+build = partial(build_model, "mult")  # build(seed=0, **overrides)
 
 
 # --- contract -------------------------------------------------------------------------------
@@ -107,7 +67,7 @@ def test_every_search_space_point_builds_and_runs(batch):
         study.tell(trial, 0.0)
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 @pytest.mark.parametrize("batch_size", [1, 5])
 def test_forward_backward_every_absence_pattern(batch, batch_size, absent):
     model = build().train()
@@ -130,9 +90,9 @@ def test_forward_backward_every_absence_pattern(batch, batch_size, absent):
         assert torch.isfinite(model(data).prediction).all()
 
 
-def test_gradients_reach_every_parameter(dataset):
+def test_gradients_reach_every_parameter(tiny_splits):
     model = build().train()
-    data = dataset["train"].batch(list(range(31)))  # odd: an L1 bias gradient cannot cancel
+    data = tiny_splits["train"].batch(list(range(31)))  # odd: an L1 bias gradient cannot cancel
     F.l1_loss(model(data).prediction, data.labels).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
@@ -262,8 +222,8 @@ def test_config_errors_through_the_study_config():
 
 @pytest.mark.parametrize("absent", [frozenset(), frozenset({"text"})], ids=["all", "no-text"])
 def test_text_transformer_path_with_tokens(batch, absent):
-    text = TextInputConfig(kind="transformer", hidden=16, layers=1, heads=2, max_tokens=32)
-    model = build(**SMALL, text=text).train()
+    text = TextInputConfig(**SMALL_BERT)
+    model = build(**SMALL_MULT, text=text).train()
     data = drop(with_tokens(batch), absent)
     out = model(data)
     assert torch.isfinite(out.prediction).all()
@@ -279,8 +239,8 @@ def test_text_transformer_path_with_tokens(batch, absent):
 @pytest.mark.parametrize("text", ["features", "transformer"])
 def test_bf16_autocast_forward_backward(batch, text):
     """The autocast path (here on CPU, standing in for ``torch.autocast("cuda", bfloat16)``)."""
-    bert = TextInputConfig(kind="transformer", hidden=16, layers=1, heads=2, max_tokens=32)
-    model = build(**SMALL, text=bert if text == "transformer" else TextInputConfig()).train()
+    bert = TextInputConfig(**SMALL_BERT)
+    model = build(**SMALL_MULT, text=bert if text == "transformer" else TextInputConfig()).train()
     data = drop(with_tokens(batch), {"audio"})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(data)
@@ -293,15 +253,15 @@ def test_bf16_autocast_forward_backward(batch, text):
 # --- learning -------------------------------------------------------------------------------
 
 
-def test_learns_the_tiny_preset(dataset):
+def test_learns_the_tiny_preset(tiny_splits):
     """100 Adam steps (batch 32, L1) of the small config beat the constant train-median
     predictor by >= 30 % validation MAE (observed: 36 % of the constant's MAE after 100 steps,
     34 % after 150)."""
-    train, valid = dataset["train"], dataset["valid"]
+    train, valid = tiny_splits["train"], tiny_splits["valid"]
     all_train = train.batch(list(range(len(train))))
     val = valid.batch(list(range(len(valid))))
     constant_mae = (val.labels - all_train.labels.median()).abs().mean().item()
-    model = build(**SMALL)
+    model = build(**SMALL_MULT)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     order = torch.Generator().manual_seed(0)
     model.train()

@@ -2,99 +2,49 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_batches import (
+    ABSENT_SUBSETS,
+    DIMS,
+    SMALL_BERT,
+    SMALL_MULT,
+    absent_id,
+    assert_finite,
+    build_model,
+    keep_only,
+    training_loss,
+    with_tokens,
+)
 from robustmsa.config import ParamSpace, from_dict
 from robustmsa.config import build as build_config
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import ConfigError
 from robustmsa.models import MODELS
+from robustmsa.models.base import Stage
 from robustmsa.models.mult import MulTConfig
-from robustmsa.models.promma import ProMMA, ProMMAConfig, Stage, orthogonality
+from robustmsa.models.promma import ProMMA, ProMMAConfig, orthogonality
 from robustmsa.models.text_input import TextInputConfig
 from robustmsa.spectrum.sampler import FixedSampler, TrainingSampler
 from robustmsa.training.loop import plan_stages, run_training, stage_parameters, stage_sampler
 from robustmsa.training.reporting import LocalReporter
 
-DIMS = {"text": 16, "audio": 5, "vision": 7}
-# A small, dropout-free configuration for the tests that train or compare many forwards.
-SMALL = {"dim": 16, "heads": 2, "layers": 1, "self_layers": 1, "dropout": 0.0, "attn_dropout": 0.0}
-ABSENT_SUBSETS = [
-    frozenset(c) for n in range(len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n)
-]
 SWITCHES = ("prompts", "disentanglement", "dynamic_weighting", "residual_prompts", "evaluator")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(tiny_dataset):
-    return open_dataset(tiny_dataset)
-
-
-@pytest.fixture(scope="module")
-def batch(dataset) -> Batch:
-    return dataset["train"].batch(list(range(8)))
-
-
-def build(seed: int = 0, **overrides) -> ProMMA:
-    torch.manual_seed(seed)
-    return MODELS["promma"].build(ProMMAConfig(**overrides), DIMS)
+build = partial(build_model, "promma")  # build(seed=0, **overrides)
 
 
 def drop(batch: Batch, absent, rows: torch.Tensor | None = None) -> Batch:
     """``batch`` with ``absent`` modalities made absent (in ``rows`` (B,) bool, default all) as
     the data layer does it; ``clean`` is the untouched batch (kept when already set)."""
     rows = torch.ones(batch.size, dtype=torch.bool) if rows is None else rows
-    features, masks, present = dict(batch.features), dict(batch.masks), dict(batch.present)
-    for m in absent:
-        keep = ~rows
-        features[m] = features[m] * keep[:, None, None]
-        masks[m] = masks[m] & keep[:, None]
-        present[m] = present[m] & keep
+    keep = torch.stack([~rows if m in absent else torch.ones_like(rows) for m in MODALITIES], 1)
     clean = batch.clean if batch.clean is not None else batch
-    return replace(batch, features=features, masks=masks, present=present, clean=clean)
-
-
-def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
-    """``batch`` with BERT-style token ids: [CLS] w ... w [SEP], then padding."""
-    g = torch.Generator().manual_seed(seed)
-    b = batch.size
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    mask = torch.arange(length)[None, :] < lengths[:, None]
-    words = torch.randint(1000, 30000, (b, length), generator=g)
-    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
-    tokens[:, 0] = 101
-    tokens[torch.arange(b), lengths - 1] = 102
-    return replace(batch, tokens=tokens, token_mask=mask)
-
-
-def objective(model: ProMMA, out, labels: torch.Tensor) -> torch.Tensor:
-    """The training loop's objective: L1 plus the weighted auxiliary losses."""
-    weights = model.aux_loss_weights()
-    return F.l1_loss(out.prediction, labels) + sum(
-        weights[k] * v for k, v in out.aux_losses.items()
-    )
-
-
-def assert_finite(out) -> None:
-    assert torch.isfinite(out.prediction).all()
-    for name, value in {**out.aux_losses, **out.extras}.items():
-        assert torch.isfinite(value).all(), name
-    for value in out.aux_losses.values():
-        assert value.dim() == 0
+    return replace(keep_only(batch, keep), clean=clean)
 
 
 # --- contract and absence -------------------------------------------------------------------
@@ -131,7 +81,7 @@ def test_every_search_space_point_builds_and_runs(batch):
         study.tell(trial, 0.0)
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 @pytest.mark.parametrize("batch_size", [1, 5])
 @pytest.mark.parametrize("stage", ["full", "reference"])
 def test_forward_backward_every_absence_pattern(batch, stage, batch_size, absent):
@@ -151,7 +101,7 @@ def test_forward_backward_every_absence_pattern(batch, stage, batch_size, absent
                 assert not imputed[:, i].any()
     else:
         assert out.aux_losses == {}
-    objective(model, out, data.labels).backward()
+    training_loss(model, out, data.labels).backward()
     for name, p in model.named_parameters():
         if stage == "reference" and not name.startswith("backbone."):
             assert p.grad is None, name  # the reference stage is the plain backbone
@@ -177,19 +127,19 @@ def test_all_absent_is_one_constant_and_absent_content_is_ignored(batch):
         assert torch.equal(model(absent).prediction, model(garbage).prediction)
 
 
-def test_gradients_reach_every_trainable_parameter(dataset):
+def test_gradients_reach_every_trainable_parameter(tiny_splits):
     """Full stage, a batch where each modality is missing from a quarter of the samples: every
     parameter gets a non-zero gradient (each evaluator head through its BCE on the samples
     missing its modality, the critics through the MI loss, the imputers through
     reconstruction, the rest through the task loss)."""
     model = build().train()
-    data = dataset["train"].batch(list(range(31)))
+    data = tiny_splits["train"].batch(list(range(31)))
     pick = torch.arange(31) % 4  # 0: complete, 1-3: one modality missing
     for i, m in enumerate(MODALITIES, start=1):
         data = drop(data, {m}, rows=pick == i)
     out = model(data)
     assert torch.equal(out.extras["evaluator_target_mask"].sum(dim=0), torch.tensor([8.0, 8, 7]))
-    objective(model, out, data.labels).backward()
+    training_loss(model, out, data.labels).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None, name
         assert p.grad.abs().sum() > 0, name
@@ -233,15 +183,15 @@ def test_imputes_only_missing_modalities_the_evaluator_accepts(batch):
 def test_evaluator_target_is_whether_imputing_helps_the_pseudo_label(batch):
     """Without a trained reference the pseudo label is the label; target = 1 iff the
     prediction with audio imputed is closer to it than the one without imputation."""
-    model = build(**SMALL).train()
+    model = build(**SMALL_MULT).train()
     data = drop(batch, {"audio"})  # audio missing everywhere, nothing else
     out = model(data)
     assert torch.equal(out.extras["pseudo_label"], data.labels)
     assert torch.equal(out.extras["evaluator_target_mask"][:, 1], torch.ones(batch.size))
     assert not out.extras["evaluator_target_mask"][:, [0, 2]].any()
-    never = build(**SMALL)  # the same weights, never imputing (evaluator rejects everything)
+    never = build(**SMALL_MULT)  # the same weights, never imputing (evaluator rejects everything)
     never.load_state_dict(model.state_dict())
-    always = build(**SMALL, evaluator=False)  # the same weights, imputing every missing one
+    always = build(**SMALL_MULT, evaluator=False)  # the same weights, imputing every missing one
     always.load_state_dict(model.state_dict(), strict=False)
     with torch.no_grad():
         never.evaluator_heads["audio"].net[-1].bias.fill_(-1e4)
@@ -253,7 +203,7 @@ def test_evaluator_target_is_whether_imputing_helps_the_pseudo_label(batch):
 
 
 def test_the_reference_stage_snapshot_makes_the_pseudo_labels(batch):
-    model = build(**SMALL)
+    model = build(**SMALL_MULT)
     model.set_stage("reference")
     assert not bool(model.reference_trained)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -270,7 +220,7 @@ def test_the_reference_stage_snapshot_makes_the_pseudo_labels(batch):
     assert torch.allclose(pseudo, reference_prediction)  # the reference sees the clean batch
     # Training the full stage moves the backbone, not the frozen reference.
     optimizer.zero_grad()
-    objective(model, model(data), data.labels).backward()
+    training_loss(model, model(data), data.labels).backward()
     optimizer.step()
     assert torch.allclose(model(data).extras["pseudo_label"], reference_prediction)
     assert not torch.equal(
@@ -295,7 +245,7 @@ def test_prompt_weights_follow_the_pointwise_mi(batch):
 
 def test_orthogonality_loss_is_zero_for_orthogonal_prompts():
     """Skew-symmetric maps give private tokens orthogonal to the shared ones: loss 0."""
-    model = build(**SMALL)
+    model = build(**SMALL_MULT)
     with torch.no_grad():
         for m in MODALITIES:
             a = torch.randn(16, 16)
@@ -385,13 +335,13 @@ def test_config_errors_through_the_study_config():
 
 
 def test_text_transformer_path_with_tokens(batch):
-    text = TextInputConfig(kind="transformer", hidden=16, layers=1, heads=2, max_tokens=32)
-    model = build(**SMALL, text=text).train()
+    text = TextInputConfig(**SMALL_BERT)
+    model = build(**SMALL_MULT, text=text).train()
     data = drop(with_tokens(batch), {"audio"}, rows=torch.arange(batch.size) < 4)
     data = replace(data, clean=with_tokens(batch))
     out = model(data)
     assert_finite(out)
-    objective(model, out, data.labels).backward()
+    training_loss(model, out, data.labels).backward()
     grads = [p.grad for p in model.backbone.text_input.encoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
@@ -405,14 +355,14 @@ def test_text_transformer_path_with_tokens(batch):
 def test_bf16_autocast_forward_backward(batch, text):
     """The autocast path (here on CPU, standing in for ``torch.autocast("cuda", bfloat16)``),
     with a trained-reference snapshot so the pseudo labels and the 4 variants run too."""
-    bert = TextInputConfig(kind="transformer", hidden=16, layers=1, heads=2, max_tokens=32)
-    model = build(**SMALL, text=bert if text == "transformer" else TextInputConfig()).train()
+    bert = TextInputConfig(**SMALL_BERT)
+    model = build(**SMALL_MULT, text=bert if text == "transformer" else TextInputConfig()).train()
     model.set_stage("reference")
     model.set_stage("full")
     data = drop(with_tokens(batch), {"audio"}, rows=torch.arange(batch.size) < 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(data)
-        loss = objective(model, out, data.labels)
+        loss = training_loss(model, out, data.labels)
     assert out.prediction.dtype == torch.float32
     assert all(v.dtype == torch.float32 for v in out.aux_losses.values())
     assert torch.isfinite(loss)
@@ -473,7 +423,7 @@ def test_plan_stages():
 
 
 def test_stage_parameters_and_sampler_errors():
-    model = build(**SMALL)
+    model = build(**SMALL_MULT)
     with pytest.raises(ValueError, match="matches no parameter"):
         stage_parameters(model, Stage("x", train=("nothing",)))
     default = TrainingSampler(1.0, 0.1)
@@ -489,7 +439,10 @@ def staged_config(tiny_dataset, epochs: int = 3, **params):
     return from_dict(
         {
             "data": {"source": "parquet", "path": str(tiny_dataset)},
-            "model": {"name": "promma", "params": {**SMALL, "reference_fraction": 0.4, **params}},
+            "model": {
+                "name": "promma",
+                "params": {**SMALL_MULT, "reference_fraction": 0.4, **params},
+            },
             "training": {"epochs": epochs, "batch_size": 32, "seed": 0, "patience": 5},
             "spectrum": {"p_drop": 0.5, "protocols": ["clean", "missing@all"]},
         }
@@ -583,17 +536,17 @@ def test_zero_epochs_validates_once_in_the_last_stage(tiny_dataset):
 # --- learning -------------------------------------------------------------------------------
 
 
-def test_learns_the_tiny_preset(dataset):
+def test_learns_the_tiny_preset(tiny_splits):
     """Two stages by hand: 30 Adam steps of the reference on complete data, then 90 full
     steps with audio or vision dropped from a third of the samples each (batch 32, L1 plus
     the weighted auxiliary losses). Validation MAE, clean and with audio missing everywhere,
     beats the constant train-median predictor by >= 30 % (observed: 34 % and 35 % of the
     constant's MAE; 32 % for both after 50 + 150 steps)."""
-    train, valid = dataset["train"], dataset["valid"]
+    train, valid = tiny_splits["train"], tiny_splits["valid"]
     all_train = train.batch(list(range(len(train))))
     val = valid.batch(list(range(len(valid))))
     constant_mae = (val.labels - all_train.labels.median()).abs().mean().item()
-    model = build(**SMALL)
+    model = build(**SMALL_MULT)
     order = torch.Generator().manual_seed(0)
     model.train()
     for stage, steps in (("reference", 30), ("full", 90)):
@@ -606,7 +559,7 @@ def test_learns_the_tiny_preset(dataset):
             if stage == "full":
                 pick = torch.randint(3, (32,), generator=order)
                 data = drop(drop(data, {"audio"}, rows=pick == 1), {"vision"}, rows=pick == 2)
-            loss = objective(model, model(data), data.labels)
+            loss = training_loss(model, model(data), data.labels)
             model.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -6,71 +6,32 @@ path, bf16 autocast, search space, learning) are in ``test_models.py``.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
+from model_batches import (
+    ABSENT_SUBSETS,
+    absent_id,
+    build_model,
+    corrupt,
+    drop,
+    training_loss,
+)
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.models import MODELS, ModelOutput, MSAModel
-from robustmsa.models.qa_moe import GLUExperts, QAMoE, QAMoEConfig
+from robustmsa.models import MODELS, ModelOutput
+from robustmsa.models.qa_moe import GLUExperts, QAMoEConfig
 
-DIMS = {"text": 16, "audio": 5, "vision": 7}
-ABSENT_SUBSETS = [
-    frozenset(c) for n in range(len(MODALITIES) + 1) for c in itertools.combinations(MODALITIES, n)
-]
 SWITCHES = ["quality_gate", "prior", "dense_routing", "uncertainty_loss"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_splits) -> Batch:
-    return tiny_splits["train"].batch(list(range(8)))
-
-
-def build(seed: int = 0, **overrides) -> QAMoE:
-    torch.manual_seed(seed)
-    return MODELS["qa_moe"].build(QAMoEConfig(**overrides), DIMS)
-
-
-def drop(batch: Batch, absent: frozenset[str]) -> Batch:
-    features, masks, present = dict(batch.features), dict(batch.masks), dict(batch.present)
-    for m in absent:
-        features[m] = torch.zeros_like(features[m])
-        masks[m] = torch.zeros_like(masks[m])
-        present[m] = torch.zeros_like(present[m])
-    return replace(batch, features=features, masks=masks, present=present)
-
-
-def corrupt(batch: Batch, seed: int = 1) -> Batch:
-    gen = torch.Generator().manual_seed(seed)
-    features = {
-        m: x + torch.randn(x.shape, generator=gen) * batch.masks[m].unsqueeze(-1)
-        for m, x in batch.features.items()
-    }
-    return replace(batch, features=features, clean=batch)
-
-
-def training_loss(model: MSAModel, out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-    weights = model.aux_loss_weights()
-    loss = F.l1_loss(out.prediction, labels)
-    for name, value in out.aux_losses.items():
-        loss = loss + weights[name] * value
-    return loss
+build = partial(build_model, "qa_moe")  # build(seed=0, **overrides)
 
 
 # --- reliability and routing ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=lambda s: "-".join(sorted(s)) or "none")
+@pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)
 def test_reliability_zero_iff_absent(batch, absent):
     model = build().eval()
     with torch.no_grad():

@@ -10,34 +10,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from model_batches import DIMS, SMALL_BERT, with_tokens
 from robustmsa.config import build as build_config
 from robustmsa.data.batch import Batch
 from robustmsa.errors import ConfigError
 from robustmsa.models.qa_moe import QAMoEConfig
 from robustmsa.models.text_input import TextInput, TextInputConfig, coerce_text_config
-
-SMALL = {"kind": "transformer", "hidden": 16, "layers": 1, "heads": 2, "max_tokens": 32}
-
-
-def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
-    """``batch`` with BERT-style token ids: ``[CLS] w ... w [SEP]``, then padding (id 0)."""
-    g = torch.Generator().manual_seed(seed)
-    b = batch.size
-    lengths = torch.randint(4, length + 1, (b,), generator=g)
-    mask = torch.arange(length)[None, :] < lengths[:, None]
-    words = torch.randint(1000, 30000, (b, length), generator=g)
-    tokens = torch.where(mask, words, torch.zeros((), dtype=torch.long))
-    tokens[:, 0] = 101
-    tokens[torch.arange(b), lengths - 1] = 102
-    return replace(batch, tokens=tokens, token_mask=mask)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +27,7 @@ def batch(tiny_splits) -> Batch:
 
 def transformer(seed: int = 0, **overrides) -> TextInput:
     torch.manual_seed(seed)
-    return TextInput(TextInputConfig(**(SMALL | overrides)), feature_dim=16)
+    return TextInput(TextInputConfig(**(SMALL_BERT | overrides)), feature_dim=16)
 
 
 def absent_text(batch: Batch, rows: list[int]) -> Batch:
@@ -184,9 +162,7 @@ def test_frozen_encoder_inside_a_model_leaves_the_rest_training(batch):
 
     spec = MODELS["late_fusion"]
     torch.manual_seed(0)
-    model = spec.build(
-        spec.config_cls(text=SMALL | {"freeze": True}), {"text": 16, "audio": 5, "vision": 7}
-    ).train()
+    model = spec.build(spec.config_cls(text=SMALL_BERT | {"freeze": True}), DIMS).train()
     out = model(batch)
     torch.nn.functional.l1_loss(out.prediction, batch.labels).backward()
     for name, p in model.named_parameters():

@@ -9,6 +9,9 @@ Every model maps a `Batch` to a `ModelOutput`:
 
 Each model file registers ``MODELS[name] = ModelSpec(...)`` with its config dataclass, whose
 fields are validated by `robustmsa.config` (unknown keys and wrong types fail with the key path).
+
+A model trained in several stages (the multi-stage hook of `robustmsa.training.loop`) returns
+`Stage` entries from ``training_stages()`` and switches with ``set_stage(name)``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,28 @@ class ModelOutput:
     prediction: torch.Tensor
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of multi-stage training, as `robustmsa.training.loop.run_training` reads it.
+
+    - ``name``: passed to the model's ``set_stage`` and reported as the ``stage`` metric;
+    - ``fraction`` (share of ``training.epochs``, rounded) or ``epochs`` (a count); the last
+      stage may set neither and takes the remaining epochs;
+    - ``sampler``: None (the study's training sampler), ``"complete"`` (no corruption: the
+      batches as stored) or a `SpectrumSampler`;
+    - ``train``: parameter-name prefixes of the parameters the stage optimises (a fresh
+      optimizer per stage); None: all of them;
+    - ``select``: whether the stage's epochs may become the best epoch (the last must).
+    """
+
+    name: str
+    fraction: float | None = None
+    epochs: int | None = None
+    sampler: object = None
+    train: tuple[str, ...] | None = None
+    select: bool = True
 
 
 class MSAModel(nn.Module):

@@ -85,35 +85,11 @@ from torch import nn
 from torch.func import functional_call
 
 from robustmsa.data.batch import MODALITIES, Batch
-from robustmsa.models.base import ModelOutput, ModelSpec, MSAModel, register
+from robustmsa.models.base import ModelOutput, ModelSpec, MSAModel, Stage, register
 from robustmsa.models.layers import MLP, masked_mean
 from robustmsa.models.mult import MulTBackbone, MulTConfig, TransformerStack, source_modalities
 
 STAGES: tuple[str, ...] = ("reference", "full")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One stage of multi-stage training, as `robustmsa.training.loop.run_training` reads it.
-
-    - ``name``: passed to the model's ``set_stage`` and reported as the ``stage`` metric;
-    - ``fraction`` (share of ``training.epochs``, rounded) or ``epochs`` (a count); the last
-      stage may set neither and takes the remaining epochs;
-    - ``sampler``: None (the study's training sampler), ``"complete"`` (no corruption: the
-      batches as stored) or a `SpectrumSampler`;
-    - ``train``: parameter-name prefixes of the parameters the stage optimises (a fresh
-      optimizer per stage); None: all of them;
-    - ``select``: whether the stage's epochs may become the best epoch (the last must).
-
-    (A general contract: it belongs next to `ModelOutput` in ``models/base.py``.)
-    """
-
-    name: str
-    fraction: float | None = None
-    epochs: int | None = None
-    sampler: object = None
-    train: tuple[str, ...] | None = None
-    select: bool = True
 
 
 @dataclass

@@ -8,7 +8,7 @@ validation spectrum travel in every checkpoint, so the last one holds the trial'
 
 Multi-stage training (a general hook; models without it train exactly as above): a model may
 define ``training_stages() -> list[stage]`` and ``set_stage(name)``. A stage (duck-typed; see
-`robustmsa.models.promma.Stage`) has ``name``, ``fraction`` (share of ``training.epochs``) or
+`robustmsa.models.base.Stage`) has ``name``, ``fraction`` (share of ``training.epochs``) or
 ``epochs`` (a count; the last stage may give neither and takes the rest), ``sampler`` (None: the
 study's training sampler; ``"complete"``: no corruption; or a `SpectrumSampler`), ``train``
 (parameter-name prefixes the stage optimises; None: all) and ``select`` (whether its epochs may
