@@ -62,13 +62,19 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
 
 
 def format_result(result, experiment: str) -> str:
-    lines = [f"Study finished in {result.wall_s:.1f} s: {len(result.trials)} trials"]
-    lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  params")
+    lines = [f"Study finished in {result.wall_s:.1f} s: {len(result.trials)} searched trials"]
+    if result.trials:
+        lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  params")
     for t in result.trials:
         score = f"{t['score']:.4f}" if t["score"] is not None else "-"
         params = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(t["params"].items()))
         note = f"  [error: {t['error']}]" if t["error"] else ""
         lines.append(f"  {t['trial_id']!s:<12} {score:>8} {t['epochs']!s:>6}  {params}{note}")
+    if result.comparison and "summary" in result.comparison[0]:  # search.kind compare_models
+        from robustmsa.search.model_comparison import format_comparison
+
+        lines.append("Spectrum-averaged MAE on the validation protocols, excess over the oracle:")
+        lines.append(format_comparison(result.comparison))
     if result.best:
         lines.append(
             f"Best trial {result.best['trial_id']}: validation spectrum score "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -147,6 +148,11 @@ class SpectrumConfig:
                 raise ValueError(f"{name}: {exc}") from exc
 
 
+# Roles the study itself gives: the reference model and the Bayes oracle of the comparison.
+RESERVED_ROLES = frozenset({"reference", "oracle"})
+_ROLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
 @dataclass
 class ParamSpace:
     """One searched parameter, named by its config key path.
@@ -177,11 +183,14 @@ class SearchConfig:
     ``space``; objective ``val/spectrum_score``), ``per_rate`` (one specialist per level of
     ``levels`` on the ``per_rate_axis`` of all modalities: TFR-Net / EMT-DLFR) or
     ``one_checkpoint_for_all`` (those specialists and one model trained on the continuous
-    spectrum, compared on the same points). ``reference_model`` (a registered model name, or
-    null) is trained first at its default parameters: the baseline of effective robustness.
+    spectrum, compared on the same points) or ``compare_models`` (each entry of ``models``,
+    ``{role: {name, params}}``, trained once with the study's data, training and spectrum
+    settings and compared on the same points: `robustmsa.search.model_comparison`).
+    ``reference_model`` (a registered model name, or null) is trained first at its default
+    parameters: the baseline of effective robustness.
     """
 
-    kind: Literal["search", "per_rate", "one_checkpoint_for_all"] = "search"
+    kind: Literal["search", "per_rate", "one_checkpoint_for_all", "compare_models"] = "search"
     reference_model: str | None = "late_fusion"
     per_rate_axis: Literal["missing", "noise"] = "missing"
     levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
@@ -192,8 +201,18 @@ class SearchConfig:
     reduction_factor: int = 2
     storage_path: str | None = None  # Ray Tune results; None: .robustmsa/ray_results here
     space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
+    models: dict[str, ModelConfig] = field(default_factory=dict)  # compare_models: role -> model
 
     def __post_init__(self) -> None:
+        if self.kind == "compare_models" and not self.models:
+            raise ValueError("models: compare_models needs at least one model ({role: {name}})")
+        for role in self.models:
+            # The role names MLflow metrics (compare/<split>/<role>/...) and a run tag.
+            if not _ROLE_NAME.fullmatch(role) or role in RESERVED_ROLES:
+                raise ValueError(
+                    f"models.{role}: a role is letters, digits, '_', '-' or '.', and not one of "
+                    f"{sorted(RESERVED_ROLES)}"
+                )
         for name in ("num_samples", "max_concurrent", "grace_period"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -397,7 +416,21 @@ def _default_space(config: StudyConfig) -> None:
 def _build_study(raw: dict[str, Any]) -> StudyConfig:
     config = build(StudyConfig, raw)
     config.model_params()  # validates model.name and model.params now, not in a trial
+    _check_compared_models(config)
     return config
+
+
+def _check_compared_models(config: StudyConfig) -> None:
+    """Each ``search.models`` entry names a registered model with valid params."""
+    from robustmsa.models import MODELS
+
+    for role, entry in config.search.models.items():
+        spec = MODELS.get(entry.name)
+        if spec is None:
+            raise ConfigError(
+                f"search.models.{role}.name: unknown model {entry.name!r} (known: {sorted(MODELS)})"
+            )
+        build(spec.config_cls, entry.params, f"search.models.{role}.params")
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:

@@ -40,7 +40,7 @@ class StudyResult:
     trials: list[dict] = field(default_factory=list)
     best: dict | None = None
     best_config: dict | None = None
-    comparison: list[dict] | None = None  # search.kind per_rate / one_checkpoint_for_all
+    comparison: list[dict] | None = None  # search.kind per_rate, one_checkpoint_for_all, ...
     wall_s: float = 0.0
 
 
@@ -148,6 +148,61 @@ def _compare(
     return table
 
 
+def _compare_models(
+    config: StudyConfig,
+    ctx,
+    data_root: Path,
+    resources: dict[str, float],
+    in_process: bool,
+    reference_rows: list[dict] | None,
+    client,
+    parent: str,
+) -> list[dict]:
+    """Train every ``search.models`` entry, log the comparison of all of them (and of the
+    reference) on both splits to the parent run and return its table
+    (`robustmsa.search.model_comparison`)."""
+    from robustmsa.data.parquet import open_dataset
+    from robustmsa.evaluation.ceiling import oracle_rows
+    from robustmsa.evaluation.spectrum import SpectrumEvaluator
+    from robustmsa.search.model_comparison import (
+        ORACLE,
+        comparison_table,
+        log_model_comparison,
+        logged_test_rows,
+        model_variants,
+        point_rows,
+    )
+    from robustmsa.search.variants import run_variants
+    from robustmsa.spectrum import build_points
+
+    s = config.search
+    protocols = config.spectrum.protocols
+    valid = run_variants(
+        ctx,
+        model_variants(config),
+        name=s.kind,
+        resources=resources,
+        max_concurrent=s.max_concurrent,
+        reuse_actors=in_process,
+        reference_rows=reference_rows,
+    )
+    if reference_rows is not None:
+        valid = {REFERENCE_ROLE: reference_rows, **valid}
+    test = logged_test_rows(client, ctx.experiment_id, parent, list(valid))
+    dataset = open_dataset(data_root, frame_cache=Path(ctx.base["data"]["cache_dir"]) / "frames")
+    table, by_split = [], {}
+    for split, by_model in (("valid", valid), ("test", test)):
+        by_model = {m: point_rows(rows, protocols) for m, rows in by_model.items()}
+        evaluator = SpectrumEvaluator(
+            dataset[split], build_points(protocols), seed=config.spectrum.eval_seed
+        )
+        oracle = oracle_rows(evaluator)
+        table += comparison_table(by_model, split, oracle)
+        by_split[split] = {**by_model, **({ORACLE: oracle} if oracle else {})}
+    log_model_comparison(client, parent, table, by_split)
+    return table
+
+
 def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     """Run the search of ``config``; everything relative resolves against ``root``."""
     from mlflow.tracking import MlflowClient
@@ -218,7 +273,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 reuse_actors=in_process,
             )[REFERENCE_ROLE]
         if s.kind != "search":
-            result.comparison = _compare(
+            compare = _compare_models if s.kind == "compare_models" else _compare
+            result.comparison = compare(
                 config, ctx, data_root, resources, in_process, reference_rows, client, parent
             )
             status = "FINISHED"
