@@ -29,6 +29,20 @@ def pytest_unconfigure(config):
         shutil.rmtree(made, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Torch in the test process runs one intra-op thread. The tests' tensors are small, and
+    on a busy 2-core machine (Ray trials, servers) a second thread spin-waits on a core that
+    another process holds: learning tests ran 10-20x slower with it. Ray's trial processes
+    get ``OMP_NUM_THREADS=1`` from Ray anyway."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """The synthetic 'tiny' preset, seed 0, written once for the whole session."""

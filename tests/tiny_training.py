@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from robustmsa.config import from_dict
 from robustmsa.training.loop import run_training
 from robustmsa.training.reporting import LocalReporter
@@ -19,6 +18,5 @@ def tiny_config(tiny_dataset, **training):
 
 
 def train(config, tmp_path=None):
-    torch.set_num_threads(1)
     reporter = LocalReporter(checkpoint_root=tmp_path)
     return run_training(config, reporter), reporter

@@ -27,15 +27,6 @@ BIG = dataclasses.replace(
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """Small tensors: a second intra-op thread only adds synchronisation on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def oracle(tiny_dataset) -> Oracle:
     return Oracle.load(tiny_dataset)
 
@@ -134,7 +125,7 @@ def test_matches_brute_force_conditioning_on_all_frames(tiny_splits, oracle):
     assert ref_var.max() < 0.9 * (params.w @ params.w + params.tau**2)
 
 
-def test_posterior_is_calibrated_on_generated_labels(big, one_thread):
+def test_posterior_is_calibrated_on_generated_labels(big):
     """The oracle's Gaussian posterior of the score matches the generator's own draws.
 
     With the unclipped map y = 1.5 s, ``PIT = Phi((y / 1.5 - mean) / sqrt(var))`` is exactly
@@ -221,7 +212,7 @@ def test_oracle_prediction_is_per_sample(tiny_splits, oracle):
     assert torch.all(upper >= full) and torch.all(upper[inside] > full[inside])
 
 
-def test_no_trained_model_beats_the_oracle(big, one_thread):
+def test_no_trained_model_beats_the_oracle(big):
     """Late fusion, 400 Adam steps (batch 64, L1) on 2000 samples, against the oracle on 2000
     held-out samples, clean and with all modalities at (0.5, 0.5). The oracle is optimal in
     expectation; the tolerance 0.02 covers the sampling noise of the paired difference (its
