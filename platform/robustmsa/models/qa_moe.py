@@ -46,26 +46,25 @@ This project's reading (not specified by what is public):
   be on by default without changing it.
 
 Sparse dispatch (`GLUExperts`): each expert runs on exactly the samples routed to it. The
-``B * k`` (sample, expert) assignments are laid out grouped by expert (positions from a
-cumulative sum over the one-hot routing, no sort and no Python loop over samples), gathered
-into one ``(B * k, D)`` matrix and multiplied by the stacked expert weights with one grouped
-GEMM per projection (``torch.nn.functional.grouped_mm``: a single kernel on CUDA, a C++ loop
-of GEMMs on CPU); outputs are gathered back and mixed by the routing weights. On CUDA each
-expert's group is padded to a multiple of 8 rows and feature dims to a multiple of 8 (the
-kernel's 16-byte alignment for bf16); the padding rows read a zero row and are never read
-back. A torch without ``torch.nn.functional.grouped_mm`` (this project allows torch >= 2.4)
-falls back to a loop over the ``E`` experts, each on its own contiguous slice of rows (one
-host sync for the group sizes).
+``B * k`` (sample, expert) assignments are laid out grouped by expert, samples ascending
+within a group (unpadded groups: one stable sort of the ``B * k`` expert ids; padded groups:
+positions from a cumulative sum over the routing; no host sync and no Python loop over samples
+either way), gathered into one ``(B * k, D)`` matrix and multiplied by the stacked expert
+weights with one grouped GEMM per projection (``torch.nn.functional.grouped_mm``: a single
+kernel on CUDA, a C++ loop of GEMMs on CPU); outputs are gathered back and mixed by the routing
+weights. On CUDA each expert's group is padded to a multiple of 8 rows and feature dims to a
+multiple of 8 (the kernel's 16-byte alignment for bf16); the padding rows read a zero row and
+are never read back. A torch without ``torch.nn.functional.grouped_mm`` (this project allows
+torch >= 2.4) falls back to a loop over the ``E`` experts, each on its own contiguous slice of
+rows (one host sync for the group sizes).
 
 Cost of the expert layer, forward + backward, against a dense GLU with the same ACTIVE
 parameters (``3H -> k F -> H``) on the same rows (CPU, one thread, defaults E = 8, k = 3,
-H = 64, F = 128; process CPU time on a shared 2-core machine, so +-20 %): 1.3-1.7x for
-B >= 256, where the arithmetic dominates (the dispatch does exactly the dense layer's FLOPs;
-the rest is the gathers and the smaller GEMMs); 2.9-3.4x for B <= 64, where reading all E
-experts' weights and writing their gradients dominates (a dense GLU with the same TOTAL
-parameters, ``3H -> E F -> H``, costs the same 3.2-3.4x there). A whole training step of the
-model at B = 32 / 64 / 160 costs the same or less than the previous every-expert-on-every-sample
-einsum (12.1 / 17.4 / 29.6 ms vs 12.6 / 21.0 / 35.8 ms). Not yet measured on a GPU.
+H = 64, F = 128; `benchmarks/moe_dispatch.py`, process CPU time): 1.2-1.5x for B >= 128, where
+the arithmetic dominates (the dispatch does exactly the dense layer's FLOPs; the rest is the
+gathers and the smaller GEMMs); 1.7-2.1x for B <= 64, where reading all E experts' weights and
+writing their gradients dominates (a dense GLU with the same TOTAL parameters, ``3H -> E F ->
+H``, costs about the same there). Not yet measured on a GPU.
 
 Shapes: ``B`` samples, ``H = hidden``, ``E = num_experts``, ``F = expert_hidden``, ``k =
 top_k``; the three modalities in `MODALITIES` order (text, audio, vision).
@@ -175,11 +174,13 @@ class GLUExperts(nn.Module):
             nn.init.uniform_(w, -(fan_in**-0.5), fan_in**-0.5)
             nn.init.uniform_(b, -(fan_in**-0.5), fan_in**-0.5)
 
-    def _matmul(self, x: torch.Tensor, w: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
-        """Rows of ``x`` (M, K), grouped by expert with ``sizes`` (E,) rows each, times their
-        expert's ``w[e]`` (K, N) -> (M, N)."""
+    def _matmul(
+        self, x: torch.Tensor, w: torch.Tensor, sizes: torch.Tensor, offs: torch.Tensor
+    ) -> torch.Tensor:
+        """Rows of ``x`` (M, K), grouped by expert with ``sizes`` (E,) rows each (group ends
+        ``offs``, int32), times their expert's ``w[e]`` (K, N) -> (M, N)."""
         if self.use_grouped_mm:
-            return F.grouped_mm(x, w, offs=sizes.cumsum(0).to(torch.int32))
+            return F.grouped_mm(x, w, offs=offs)
         chunks = x.split(sizes.tolist())  # one host sync; each expert sees only its rows
         return torch.cat([chunk @ w[e] for e, chunk in enumerate(chunks)])
 
@@ -213,37 +214,51 @@ class GLUExperts(nn.Module):
             dtype = x.dtype
 
         # --- dispatch plan: where each (sample, expert) assignment goes -----------------------
-        onehot = F.one_hot(index, e).sum(dim=1)  # (B, E) 0/1: experts are distinct per sample
-        rank = onehot.cumsum(dim=0) - 1  # (B, E): position of sample b within expert e's rows
-        # Static (no host sync) and a multiple of `align`, so every group, the last one too,
-        # starts and ends on an aligned row.
-        rows = _round_up(b * k + e * (align - 1), align)
-        sizes = _round_up(onehot.sum(dim=0), align)  # (E,) rows per expert
-        # The last group absorbs the slack so every row belongs to a group (rows past the last
-        # offset would be left uninitialised by the kernel).
-        sizes = torch.cat([sizes[:-1], sizes[-1:] + (rows - sizes.sum())])
-        starts = sizes.cumsum(0) - sizes  # (E,)
-        dest = (starts[index] + rank.gather(1, index)).flatten()  # (B k,): row per assignment
-        # Source sample of each row; padding rows read the appended zero row (index B).
-        samples = torch.arange(b, device=device).repeat_interleave(k)
-        source = torch.full((rows,), b, dtype=torch.long, device=device).scatter(0, dest, samples)
-        row_expert = torch.repeat_interleave(
-            torch.arange(e, device=device), sizes, output_size=rows
-        )  # (rows,)
-
-        # --- the experts, each on its own rows ------------------------------------------------
+        flat = index.flatten()  # (B k,): expert of assignment (b, j) at b * k + j
         w_in, b_in, w_out = self._weights(dtype)
         x = _pad_last(x.to(dtype), w_in.shape[1])
-        routed = torch.cat([x, x.new_zeros(1, x.shape[1])]).index_select(0, source)  # (rows, D)
-        gate, value = (self._matmul(routed, w_in, sizes) + b_in.index_select(0, row_expert)).chunk(
-            2, dim=-1
-        )
+        if align == 1:
+            # Unpadded groups: a stable sort by expert keeps the samples ascending in a group.
+            order = flat.argsort(stable=True)  # (B k,): the assignment of each row
+            sizes = torch.zeros(e, dtype=torch.long, device=device).scatter_add_(
+                0, flat, torch.ones_like(flat)
+            )  # (E,) rows per expert
+            dest = torch.empty_like(order).scatter_(0, order, torch.arange(b * k, device=device))
+            routed = x.index_select(0, order.div(k, rounding_mode="floor"))  # (B k, D)
+            row_expert = flat.index_select(0, order)  # (B k,)
+        else:
+            onehot = torch.zeros(b, e, dtype=torch.long, device=device).scatter_(1, index, 1)
+            rank = onehot.cumsum(dim=0) - 1  # (B, E): position of sample b within expert e's rows
+            # Static (no host sync) and a multiple of `align`, so every group, the last one too,
+            # starts and ends on an aligned row.
+            rows = _round_up(b * k + e * (align - 1), align)
+            sizes = _round_up(onehot.sum(dim=0), align)  # (E,) rows per expert
+            # The last group absorbs the slack so every row belongs to a group (rows past the
+            # last offset would be left uninitialised by the kernel).
+            sizes = torch.cat([sizes[:-1], sizes[-1:] + (rows - sizes.sum())])
+            starts = sizes.cumsum(0) - sizes  # (E,)
+            dest = starts.index_select(0, flat) + rank.gather(1, index).flatten()  # (B k,)
+            # Source sample of each row; padding rows read the appended zero row (index B).
+            samples = torch.arange(b, device=device).repeat_interleave(k)
+            source = torch.full((rows,), b, dtype=torch.long, device=device).scatter(
+                0, dest, samples
+            )
+            row_expert = torch.repeat_interleave(
+                torch.arange(e, device=device), sizes, output_size=rows
+            )  # (rows,)
+            routed = torch.cat([x, x.new_zeros(1, x.shape[1])]).index_select(0, source)
+        offs = sizes.cumsum(0).to(torch.int32)
+
+        # --- the experts, each on its own rows ------------------------------------------------
+        gate, value = (
+            self._matmul(routed, w_in, sizes, offs) + b_in.index_select(0, row_expert)
+        ).chunk(2, dim=-1)
         hidden = self.dropout(F.silu(gate) * value)  # (rows, F)
-        out = self._matmul(hidden, w_out, sizes)  # (rows, d_out)
+        out = self._matmul(hidden, w_out, sizes, offs)  # (rows, d_out)
 
         # --- combine: each assignment's output (+ its expert's b_out), mixed by the weights ----
         out = out.index_select(0, dest).view(b, k, -1)[..., :d_out]  # (B, k, d_out)
-        out = out + self.b_out[index].to(out.dtype)
+        out = out + self.b_out.index_select(0, flat).view(b, k, -1).to(out.dtype)
         return (out * weight.unsqueeze(-1).to(out.dtype)).sum(dim=1)  # (B, d_out)
 
 
