@@ -202,6 +202,32 @@ def test_evaluator_target_is_whether_imputing_helps_the_pseudo_label(batch):
     assert 0 < expected.sum() < batch.size  # both outcomes occur: the test has teeth
 
 
+def test_evaluator_targets_of_a_mixed_batch_run_only_the_missing_pairs(batch):
+    """Audio missing in rows 0-2, text in rows 3-5, nothing in the others: each missing pair's
+    target is whether imputing that modality helps; present modalities have target 0."""
+    model = build(**SMALL_MULT).train()
+    rows = torch.arange(batch.size)
+    data = drop(drop(batch, {"audio"}, rows=rows < 3), {"text"}, rows=(rows >= 3) & (rows < 6))
+    out = model(data)
+    never = build(**SMALL_MULT)
+    never.load_state_dict(model.state_dict())
+    always = build(**SMALL_MULT, evaluator=False)
+    always.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        for m in MODALITIES:
+            never.evaluator_heads[m].net[-1].bias.fill_(-1e4)
+        p0 = never.eval()(data).prediction
+        p_imputed = always.eval()(data).prediction  # each row has at most one missing modality
+    helps = ((p_imputed - data.labels).abs() < (p0 - data.labels).abs()).float()
+    expected = torch.zeros(batch.size, len(MODALITIES))
+    expected[:3, MODALITIES.index("audio")] = helps[:3]
+    expected[3:6, MODALITIES.index("text")] = helps[3:6]
+    assert torch.equal(out.extras["evaluator_target"], expected)
+    assert 0 < expected.sum() < 6  # both outcomes occur among the missing pairs
+    missing = torch.stack([~data.masks[m].any(dim=1) for m in MODALITIES], dim=1)
+    assert torch.equal(out.extras["evaluator_target_mask"], missing.float())
+
+
 def test_the_reference_stage_snapshot_makes_the_pseudo_labels(batch):
     model = build(**SMALL_MULT)
     model.set_stage("reference")

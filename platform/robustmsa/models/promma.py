@@ -405,23 +405,26 @@ class ProMMA(MSAModel):
         missing: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets (B, 3) float: imputing only ``m`` brings the prediction closer to the
-        pseudo label (B,). One dropout-free pass over the 4 gate variants stacked on the batch:
-        nothing imputed, then each missing modality alone."""
+        pseudo label (B,). Dropout-free passes: nothing imputed, on the whole batch; then, for
+        each (sample, missing modality) pair, that modality alone imputed, all pairs stacked in
+        one pass. A modality that is present has target 0 (imputing it changes nothing), so
+        only the missing ones are run: under the training spectrum few are missing, and this
+        pass used to run the batch 4 times over."""
         pseudo = self._pseudo_labels(batch)
-        n = len(MODALITIES)
-        b = missing.shape[0]
-        eye = torch.eye(n, dtype=torch.bool, device=missing.device)
-        gates = torch.cat([missing.new_zeros(1, b, n), missing[None] & eye[:, None, :]])
-        rep = n + 1
+        b, n = missing.shape
+        none, _ = self._fuse_all(seqs, masks, imputed, missing.new_zeros(b, n), True)
+        base_error = (none.float() - pseudo).abs()  # (B,)
+        target = torch.zeros(b, n, device=missing.device)
+        rows, mods = missing.nonzero(as_tuple=True)  # (P,) each: the missing pairs
+        if rows.numel():
+            gates = F.one_hot(mods, n).bool()  # (P, 3): only that modality imputed
 
-        def stack(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {m: v.repeat(rep, *([1] * (v.dim() - 1))) for m, v in t.items()}
+            def take(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                return {m: v.index_select(0, rows) for m, v in t.items()}
 
-        preds, _ = self._fuse_all(
-            stack(seqs), stack(masks), stack(imputed), gates.flatten(0, 1), True
-        )
-        err = (preds.float().view(rep, b) - pseudo).abs()  # (4, B)
-        target = (err[1:] < err[:1]).T.float()  # (B, 3)
+            preds, _ = self._fuse_all(take(seqs), take(masks), take(imputed), gates, True)
+            error = (preds.float() - pseudo.index_select(0, rows)).abs()  # (P,)
+            target[rows, mods] = (error < base_error.index_select(0, rows)).float()
         return target, pseudo
 
     # --- forward ----------------------------------------------------------------------------
