@@ -76,6 +76,9 @@ class TrainingConfig:
     num_workers: int = 1
     use_gpu: bool = False
     backend: Literal["auto", "in_process", "torch_trainer"] = "auto"
+    # bf16: each training step's forward runs under torch.autocast(bfloat16) on the training
+    # device (the weights, the optimizer and every evaluation stay float32).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "num_workers"):

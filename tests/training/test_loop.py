@@ -86,3 +86,46 @@ def test_sinks_receive_every_epoch(tiny_dataset):
     reporter = LocalReporter(sinks=[lambda metrics, step: seen.append(step)])
     run_training(tiny_config(tiny_dataset, epochs=2), reporter)
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("model", ["qa_moe", "derl", "promma"])
+def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(
+    tiny_dataset, tmp_path, model
+):
+    """``training.precision: bf16`` (CPU autocast here, the same code path as on a GPU): the
+    training forward computes in bfloat16, the weights stay float32, the run is reproducible
+    and its best checkpoint re-evaluates (in float32) to the logged score."""
+    import torch
+    from robustmsa.config import from_dict
+
+    params = {"qa_moe": {"hidden": 16, "expert_hidden": 32}, "derl": {}, "promma": {"dim": 10}}
+    base = tiny_config(tiny_dataset, epochs=2).to_dict()
+    base["model"] = {"name": model, "params": params[model]}
+    base["search"]["space"] = []  # the default space named QA-MoE's parameters
+    bf16 = from_dict(base, {"training.precision": "bf16"})
+    seen: list[torch.dtype] = []
+
+    def record(module, args, out):
+        if isinstance(module, torch.nn.Linear) and module.training:
+            seen.append(out.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        outcome, reporter = train(bf16, tmp_path)
+    finally:
+        hook.remove()
+    assert torch.bfloat16 in seen  # the training forward ran under autocast
+    weights = load_weights(reporter.checkpoints[-1], best=True)
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in reporter.history)
+    _, again = train(bf16)
+    assert again.history == reporter.history
+    _, fp32 = train(from_dict(base))
+    assert fp32.history[-1]["train/loss"] != reporter.history[-1]["train/loss"]
+    splits = open_dataset(tiny_dataset)
+    trained = build_model(bf16, splits["train"].meta.dims)
+    trained.load_state_dict(weights)
+    rows = evaluate_spectrum(
+        trained, splits, "valid", bf16.spectrum.protocols, seed=bf16.spectrum.eval_seed
+    )
+    assert spectrum_score(rows) == pytest.approx(outcome.best_score, rel=1e-6)

@@ -20,6 +20,12 @@ each step and only the stage's parameters are clipped and stepped. Epoch numbers
 stages; each report carries ``stage`` (the name) and the checkpoint state too; early stopping
 (``patience``) counts only in the last stage. An empty list means a single-stage model. A
 zero-epoch run validates once in the last stage.
+
+Precision (``training.precision``): ``bf16`` runs each training forward under
+``torch.autocast(<device type>, bfloat16)`` (on a GPU the fast path; CPU autocast takes the
+same code and is what the tests run); the losses are taken in float32, the weights, gradients
+and optimizer state stay float32, and every evaluation (validation, test, ``robustmsa
+evaluate``) runs in float32, so the tables of a bf16 run are re-evaluable exactly like others.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import save_checkpoint
 
+# training.precision -> the autocast dtype of the training forward (None: plain float32).
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 OBJECTIVE = "val/spectrum_score"  # minimised; defined in evaluation.summaries.spectrum_score
 
 
@@ -171,11 +179,14 @@ def train_epoch(
     grad_clip: float,
     device: torch.device,
     parameters: list[nn.Parameter] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, float]:
     """One pass over ``order``: mean ``train/loss``, ``train/task_loss`` and ``train/aux/*``.
 
     ``parameters``: the ones ``optimizer`` steps (a training stage's): every gradient of the
     model is then cleared each step and only these are clipped. None: all of the model's.
+    ``autocast``: the forward runs under ``torch.autocast(device.type, autocast)`` (bf16);
+    the losses are taken in float32 and the weights stay float32.
     """
     inner = _unwrap(model)
     weights = inner.aux_loss_weights()
@@ -184,9 +195,10 @@ def train_epoch(
     steps = 0
     for start in range(0, len(order), batch_size):
         batch = sampler(split.batch(order[start : start + batch_size]), generator).to(device)
-        out = model(batch)
-        task = nn.functional.l1_loss(out.prediction, batch.labels)
-        loss = task + sum(weights.get(k, 0.0) * v for k, v in out.aux_losses.items())
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = model(batch)
+        task = nn.functional.l1_loss(out.prediction.float(), batch.labels)
+        loss = task + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         if parameters is None:
             optimizer.zero_grad(set_to_none=True)
         else:
@@ -289,6 +301,7 @@ def run_training(
                     grad_clip=t.grad_clip,
                     device=device,
                     parameters=train_params,
+                    autocast=AUTOCAST_DTYPES[t.precision],
                 )
             score, rows = validate()
             metrics[OBJECTIVE] = score
