@@ -17,6 +17,7 @@ from model_batches import (
     ABSENT_SUBSETS,
     DIMS,
     SMALL_BERT,
+    SMALL_MULT,
     absent_id,
     assert_finite,
     build_model,
@@ -234,6 +235,31 @@ def test_bf16_autocast_forward_backward(batch, name, text):
     loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_bf16_autocast_on_cuda_matches_float32(batch, name):
+    """The GPU path: every model trains a step on CUDA under bf16 autocast (finite float32
+    outputs, losses and gradients, all on the device) and its prediction stays close to the
+    float32 one on the same weights."""
+    model = build_model(name, **(SMALL_MULT if name in ("mult", "promma") else {}))
+    model = model.to("cuda").train()
+    data = drop(corrupt(batch), frozenset({"audio"})).to("cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(data)
+        loss = training_loss(model, out, data.labels)
+    assert out.prediction.dtype == torch.float32 and out.prediction.device.type == "cuda"
+    assert_finite(out)
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is None or (p.grad.is_cuda and torch.isfinite(p.grad).all()), pname
+    model.eval()
+    with torch.no_grad():
+        exact = model(data).prediction
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = model(data).prediction
+    assert torch.allclose(fast, exact, atol=0.1, rtol=0.05)
 
 
 # --- search space ----------------------------------------------------------------------------
