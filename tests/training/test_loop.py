@@ -129,3 +129,24 @@ def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(
         trained, splits, "valid", bf16.spectrum.protocols, seed=bf16.spectrum.eval_seed
     )
     assert spectrum_score(rows) == pytest.approx(outcome.best_score, rel=1e-6)
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_training_on_cuda(tiny_dataset, tmp_path):
+    """The GPU path of the loop: QA-MoE trains on CUDA under bf16 autocast; the checkpoint
+    holds float32 weights that re-evaluate on the CPU to about the logged score."""
+    import torch
+
+    config = tiny_config(tiny_dataset, epochs=2, precision="bf16")
+    reporter = LocalReporter(checkpoint_root=tmp_path)
+    outcome = run_training(config, reporter, device="cuda")
+    assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in reporter.history)
+    weights = load_weights(reporter.checkpoints[-1], best=True)
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
+    splits = open_dataset(tiny_dataset)
+    model = build_model(config, splits["train"].meta.dims)
+    model.load_state_dict(weights)
+    rows = evaluate_spectrum(
+        model, splits, "valid", config.spectrum.protocols, seed=config.spectrum.eval_seed
+    )
+    assert spectrum_score(rows) == pytest.approx(outcome.best_score, rel=1e-3)
