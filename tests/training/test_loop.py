@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from robustmsa.data.parquet import open_dataset
 from robustmsa.evaluation.spectrum import evaluate_spectrum
 from robustmsa.evaluation.summaries import spectrum_score
@@ -10,6 +11,18 @@ from robustmsa.training.checkpoint import load_state, load_weights
 from robustmsa.training.loop import OBJECTIVE, build_model, run_training
 from robustmsa.training.reporting import LocalReporter
 from tiny_training import tiny_config, train
+
+
+def reevaluated_score(config, dataset, weights) -> float:
+    """The validation spectrum score of ``config``'s model with ``weights``, evaluated afresh
+    (float32, CPU) on ``dataset``."""
+    splits = open_dataset(dataset)
+    model = build_model(config, splits["train"].meta.dims)
+    model.load_state_dict(weights)
+    rows = evaluate_spectrum(
+        model, splits, "valid", config.spectrum.protocols, seed=config.spectrum.eval_seed
+    )
+    return spectrum_score(rows)
 
 
 def test_reports_every_epoch_with_objective_and_train_metrics(tiny_dataset, tmp_path):
@@ -33,13 +46,9 @@ def test_best_checkpoint_restores_the_best_epoch(tiny_dataset, tmp_path):
     state, rows = load_state(reporter.checkpoints[-1])
     assert state["best_epoch"] == outcome.best_epoch
     assert rows == outcome.rows
-    splits = open_dataset(tiny_dataset)
-    model = build_model(config, splits["train"].meta.dims)
-    model.load_state_dict(load_weights(reporter.checkpoints[-1], best=True))
-    again = evaluate_spectrum(
-        model, splits, "valid", config.spectrum.protocols, seed=config.spectrum.eval_seed
-    )
-    assert spectrum_score(again) == pytest.approx(outcome.best_score, rel=1e-6)
+    weights = load_weights(reporter.checkpoints[-1], best=True)
+    score = reevaluated_score(config, tiny_dataset, weights)
+    assert score == pytest.approx(outcome.best_score, rel=1e-6)
 
 
 def test_same_config_and_seed_give_the_same_numbers(tiny_dataset):
@@ -95,7 +104,6 @@ def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(
     """``training.precision: bf16`` (CPU autocast here, the same code path as on a GPU): the
     training forward computes in bfloat16, the weights stay float32, the run is reproducible
     and its best checkpoint re-evaluates (in float32) to the logged score."""
-    import torch
     from robustmsa.config import from_dict
 
     params = {"qa_moe": {"hidden": 16, "expert_hidden": 32}, "derl": {}, "promma": {"dim": 10}}
@@ -122,31 +130,19 @@ def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(
     assert again.history == reporter.history
     _, fp32 = train(from_dict(base))
     assert fp32.history[-1]["train/loss"] != reporter.history[-1]["train/loss"]
-    splits = open_dataset(tiny_dataset)
-    trained = build_model(bf16, splits["train"].meta.dims)
-    trained.load_state_dict(weights)
-    rows = evaluate_spectrum(
-        trained, splits, "valid", bf16.spectrum.protocols, seed=bf16.spectrum.eval_seed
-    )
-    assert spectrum_score(rows) == pytest.approx(outcome.best_score, rel=1e-6)
+    score = reevaluated_score(bf16, tiny_dataset, weights)
+    assert score == pytest.approx(outcome.best_score, rel=1e-6)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bf16_training_on_cuda(tiny_dataset, tmp_path):
     """The GPU path of the loop: QA-MoE trains on CUDA under bf16 autocast; the checkpoint
     holds float32 weights that re-evaluate on the CPU to about the logged score."""
-    import torch
-
     config = tiny_config(tiny_dataset, epochs=2, precision="bf16")
     reporter = LocalReporter(checkpoint_root=tmp_path)
     outcome = run_training(config, reporter, device="cuda")
     assert all(torch.isfinite(torch.tensor(h["train/loss"])) for h in reporter.history)
     weights = load_weights(reporter.checkpoints[-1], best=True)
     assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
-    splits = open_dataset(tiny_dataset)
-    model = build_model(config, splits["train"].meta.dims)
-    model.load_state_dict(weights)
-    rows = evaluate_spectrum(
-        model, splits, "valid", config.spectrum.protocols, seed=config.spectrum.eval_seed
-    )
-    assert spectrum_score(rows) == pytest.approx(outcome.best_score, rel=1e-3)
+    score = reevaluated_score(config, tiny_dataset, weights)
+    assert score == pytest.approx(outcome.best_score, rel=1e-3)
