@@ -118,3 +118,23 @@ def test_not_synthetic_gives_none(tiny_dataset, tmp_path, points):
     splits = open_dataset(tmp_path)
     evaluator = SpectrumEvaluator(splits["valid"], points, seed=SEED, batch_size=16)
     assert oracle_rows(evaluator) is None
+
+
+def test_a_process_computes_each_table_once_and_hands_out_copies(valid, points, monkeypatch):
+    """Same dataset, split, points and seed: the kept table, even from a new evaluator (a
+    finished trial's). The oracle is made to fail after the first table to show it is not
+    asked again; a different seed is a different table and asks it."""
+    first = oracle_rows(SpectrumEvaluator(valid, points, seed=SEED + 1, batch_size=16))
+
+    def refuse(self, batch):
+        raise AssertionError("the oracle ran again")
+
+    monkeypatch.setattr(OracleModel, "forward", refuse)
+    again = oracle_rows(SpectrumEvaluator(valid, points, seed=SEED + 1, batch_size=8))
+    assert again == first
+    again[0]["value"] = -1.0  # the caller's copy: the kept table is untouched
+    assert oracle_rows(SpectrumEvaluator(valid, points, seed=SEED + 1))[0] == first[0]
+    with pytest.raises(AssertionError, match="ran again"):
+        oracle_rows(SpectrumEvaluator(valid, points, seed=SEED + 2, batch_size=16))
+    with pytest.raises(AssertionError, match="ran again"):
+        oracle_rows(SpectrumEvaluator(valid, points[:2], seed=SEED + 1, batch_size=16))

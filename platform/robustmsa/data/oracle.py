@@ -72,6 +72,27 @@ from robustmsa.data.schema import METADATA_KEY, DatasetMeta
 from robustmsa.data.synthetic import GENERATOR_FILE, GeneratorParams, LabelMap, read_generator
 from robustmsa.errors import DataError
 
+# Elements of the float64 copy of the frames that `_valid_frame_sums` makes at a time (2 MiB).
+_SUM_CHUNK_ELEMENTS = 1 << 18
+
+
+def _valid_frame_sums(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``sum_t valid[b, t] * x[b, t]`` accumulated in float64, (B, d), for frames ``x``
+    (B, T, d) of any float dtype and a boolean ``valid`` (B, T).
+
+    One batched matrix product per chunk of samples: the whole batch at once (a float64 copy
+    of 128 x 50 x 768 frames, 39 MB, then a masked product and a strided sum) took 114 ms per
+    text batch, most of it allocating and page-faulting the temporaries, against 5 ms for
+    chunks of a few samples, with the same values (`benchmarks/oracle_cost.py`)."""
+    size, frames, width = x.shape
+    out = torch.empty(size, 1, width, dtype=torch.float64, device=x.device)
+    weights = valid.to(torch.float64)[:, None, :]  # (B, 1, T)
+    step = max(1, _SUM_CHUNK_ELEMENTS // max(1, frames * width))
+    for start in range(0, size, step):
+        rows = slice(start, start + step)
+        torch.bmm(weights[rows], x[rows].to(torch.float64), out=out[rows])
+    return out[:, 0]
+
 
 @dataclass
 class _Modality:
@@ -141,16 +162,16 @@ class Oracle:
     def _modality_terms(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor]:
         """``J_m`` (B, K, K) and ``h_m`` (B, K) of step 4."""
         mod, K, Q = self._mods[m], self.K, self.Q
-        x = batch.features[m].to(torch.float64)  # (B, T, d)
+        x = batch.features[m]  # (B, T, d)
         if x.shape[-1] != mod.G.shape[0]:
             raise ValueError(f"batch {m} has {x.shape[-1]} features, the dataset {mod.G.shape[0]}")
         valid = batch.masks[m] & batch.present[m][:, None]  # (B, T)
         n = valid.sum(dim=1).to(torch.float64)  # (B,)
         seen = n > 0
         n1 = n.clamp_min(1.0)
-        xbar = (x * valid[..., None]).sum(dim=1) / n1[:, None]  # (B, d)
+        xbar = _valid_frame_sums(x, valid) / n1[:, None]  # (B, d)
         rel = batch.reliability.get(m)
-        lam = torch.zeros_like(n) if rel is None else rel[:, 0].to(x.device, torch.float64)  # (B,)
+        lam = torch.zeros_like(n) if rel is None else rel[:, 0].to(n.device, torch.float64)  # (B,)
         a = torch.sqrt((1.0 - lam * lam).clamp_min(0.0))  # (B,)
         var = (a * a * mod.sigma**2)[:, None] * (mod.D * mod.D)[None, :] + (lam * lam)[:, None]
         omega = torch.where(seen[:, None], n1[:, None] / var, torch.zeros_like(var))  # (B, d)

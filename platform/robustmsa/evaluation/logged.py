@@ -132,9 +132,11 @@ def evaluate_test_once(
     run_id: str,
     checkpoint_dir: str | Path,
     protocols: Sequence[str] | None = None,
+    *,
+    device: torch.device | str = "cpu",
 ) -> list[dict]:
     """Evaluate the finished trial's chosen checkpoint on the test split at ``protocols``
-    (default: the config's ``spectrum.report_protocols``), log it to ``run_id``
+    (default: the config's ``spectrum.report_protocols``) on ``device``, log it to ``run_id``
     (``test/spectrum/...``, ``test/robust/...``, figures) and tag the run; returns the rows.
 
     Called once per completed trial, after training and selection are over. Refuses a run
@@ -147,7 +149,7 @@ def evaluate_test_once(
     trained = load_checkpoint(checkpoint_dir)
     names = protocols or trained.config.spectrum.report_protocols
     evaluator = split_evaluator(trained, "test", names)
-    rows = evaluator.evaluate(trained.model)
+    rows = evaluator.evaluate(trained.model.to(device), device)
     log_spectrum(client, run_id, rows, split="test", reference_rows=oracle_rows(evaluator))
     client.set_tag(run_id, TEST_TAG, "once, after training; checkpoint chosen on valid")
     return rows

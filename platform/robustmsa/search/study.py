@@ -309,7 +309,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             run_config=tune.RunConfig(
                 name=f"{config.name}-{parent[:8]}",
                 storage_path=result.storage_path,
-                callbacks=[TrialRunFinisher(uri, experiment_id, reference_rows)],
+                callbacks=[TrialRunFinisher(uri, experiment_id, reference_rows, resources)],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),

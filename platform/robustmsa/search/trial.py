@@ -4,10 +4,16 @@
 the resolved parameters and trains; per-epoch metrics reach the run through an MLflow sink.
 `TrialRunFinisher` (a Tune callback on the driver) ends the run once Tune is done with the trial,
 however it ended: it logs the validation spectrum and the best weights from the trial's last
-checkpoint and sets the final status. The driver is the one writer of final states, because it
-is the one place that sees every trial end: when ASHA stops a trial (or the trial reaches
-``max_t``), Tune ends the trial's thread with ``SystemExit`` at its next report, so code after
-that report never runs in the trial.
+checkpoint and sets the final status. The driver is the one place that sees every trial end:
+when ASHA stops a trial (or the trial reaches ``max_t``), Tune ends the trial's thread with
+``SystemExit`` at its next report, so code after that report never runs in the trial.
+
+The finishing work itself (`finish_trial_run`: the spectra, the oracle, the figures, and for a
+completed trial the test evaluation) runs as a Ray task with a trial's resources, not in the
+callback: Tune's driver loop stops scheduling while a callback runs, so a minute of test
+evaluation per trial there left a CPU idle for that minute and serialised the study. The
+callback only submits the task; Tune's end of experiment (`on_experiment_end`) waits for every
+task, so when ``Tuner.fit`` returns every run has its final state.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
 stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
@@ -28,11 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from robustmsa.config import from_dict
 from robustmsa.data.source import dataset_dir
+from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.ceiling import oracle_rows
 from robustmsa.evaluation.logged import evaluate_test_once, load_checkpoint, split_evaluator
 from robustmsa.evaluation.summaries import effective_robustness_summary
@@ -109,11 +117,11 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
 def _one_torch_thread():
     """Torch ops in this block use one intra-op thread (the previous count is restored).
 
-    The finisher evaluates on the driver while other trials train on the CPUs Ray gave them;
-    with torch's default of one thread per core the driver's threads and the trials' spin
-    against each other: a ProMMA test evaluation took 31.5 s with 2 threads and 1.0 s with
-    1 on a 2-core machine with one other busy process. Ray runs each trial with
-    ``OMP_NUM_THREADS`` = its CPUs (1) for the same reason."""
+    The finishing task holds one CPU while other trials train on theirs; with torch's default
+    of one thread per core its threads and the trials' spin against each other: a ProMMA test
+    evaluation took 31.5 s with 2 threads and 1.0 s with 1 on a 2-core machine with one other
+    busy process. Ray sets ``OMP_NUM_THREADS`` = 1 for a 1-CPU worker for the same reason;
+    this holds wherever that variable was set otherwise."""
     import torch
 
     before = torch.get_num_threads()
@@ -124,13 +132,21 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _last_checkpoint(trial):
-    """The trial's last checkpoint, as a context manager yielding a local directory or None:
-    Tune's own (in-process trials), else the Train checkpoint whose path Ray's
-    ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials)."""
+def _last_checkpoint(trial) -> tune.Checkpoint | str | None:
+    """The trial's last checkpoint: Tune's own (in-process trials), else the path of the Train
+    checkpoint that Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer``
+    trials); None when the trial reported none."""
     if trial.checkpoint is not None:
-        return trial.checkpoint.as_directory()
-    return contextlib.nullcontext((trial.last_result or {}).get("checkpoint_path"))
+        return trial.checkpoint
+    return (trial.last_result or {}).get("checkpoint_path")
+
+
+def _as_directory(checkpoint: tune.Checkpoint | str | None):
+    """A context manager yielding ``checkpoint`` (see `_last_checkpoint`) as a local directory,
+    or None."""
+    if isinstance(checkpoint, tune.Checkpoint):
+        return checkpoint.as_directory()
+    return contextlib.nullcontext(checkpoint)
 
 
 def finish_trial_run(
@@ -138,9 +154,11 @@ def finish_trial_run(
     run_id: str,
     checkpoint_dir: Path | None,
     reference_rows: list[dict] | None = None,
+    device: str = "cpu",
 ) -> str:
     """Log the outcome stored in ``checkpoint_dir`` to ``run_id`` and end it; returns outcome.
-    ``reference_rows``: the reference model's validation rows (effective robustness)."""
+    ``reference_rows``: the reference model's validation rows (effective robustness);
+    ``device``: where the test evaluation runs."""
     outcome = "no checkpoint"
     if checkpoint_dir is not None:
         state, rows = load_state(checkpoint_dir)
@@ -155,7 +173,7 @@ def finish_trial_run(
                 log_metrics(client, run_id, [(k, v, 0) for k, v in effective.items()])
         if outcome == "completed":
             # Training and selection are over: the one test evaluation of this trial.
-            evaluate_test_once(client, run_id, checkpoint_dir)
+            evaluate_test_once(client, run_id, checkpoint_dir, device=device)
         with tempfile.TemporaryDirectory() as tmp:
             for name in (BEST_MODEL_FILE, CONFIG_FILE):
                 (Path(tmp) / name).write_bytes((checkpoint_dir / name).read_bytes())
@@ -170,15 +188,59 @@ def finish_trial_run(
     return outcome
 
 
+@ray.remote
+def _finish_trial_run_task(
+    tracking_uri: str,
+    run_id: str,
+    checkpoint: tune.Checkpoint | str | None,
+    reference_rows: list[dict] | None,
+    device: str,
+) -> str:
+    """`finish_trial_run` in a Ray worker (`TrialRunFinisher`)."""
+    with _as_directory(checkpoint) as local, _one_torch_thread():
+        return finish_trial_run(
+            MlflowClient(tracking_uri),
+            run_id,
+            Path(local) if local else None,
+            reference_rows,
+            device,
+        )
+
+
+def _error_line(exc: BaseException) -> str:
+    """The cause of a task error in one line: a Ray task error's first line is Ray's header,
+    its last names the cause."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class TrialRunFinisher(tune.Callback):
-    """Ends each trial's MLflow run on the driver once Tune is done with the trial."""
+    """Ends each trial's MLflow run once Tune is done with the trial (module docstring).
+
+    ``resources``: what one finishing task holds, in the study's trial resource keys
+    (``{"cpu": 1}``, plus ``"gpu": 1`` to evaluate on a GPU). Raises `RobustMSAError` at the
+    end of the experiment naming every run whose finishing failed; each such run is marked
+    ``FAILED`` with the cause in its ``robustmsa.error`` tag.
+    """
 
     def __init__(
-        self, tracking_uri: str, experiment_id: str, reference_rows: list[dict] | None = None
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        reference_rows: list[dict] | None = None,
+        resources: dict[str, float] | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.reference_rows = reference_rows
+        resources = resources or {"cpu": 1}
+        self._options = {
+            "num_cpus": resources.get("cpu", 1),
+            "num_gpus": resources.get("gpu", 0),
+        }
+        self._device = "cuda" if resources.get("gpu", 0) else "cpu"
+        self._reference_ref = None
+        self._pending: list[tuple[str, str, ray.ObjectRef]] = []
 
     def _runs(self, client: MlflowClient, trial) -> list:
         return client.search_runs(
@@ -188,17 +250,39 @@ class TrialRunFinisher(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
+        if self.reference_rows and self._reference_ref is None:
+            # Put once into the object store rather than pickled into every task.
+            self._reference_ref = ray.put(self.reference_rows)
         for run in self._runs(client, trial):
-            with _last_checkpoint(trial) as local, _one_torch_thread():
-                finish_trial_run(
-                    client,
-                    run.info.run_id,
-                    Path(local) if local else None,
-                    self.reference_rows,
-                )
+            task = _finish_trial_run_task.options(**self._options).remote(
+                self.tracking_uri,
+                run.info.run_id,
+                _last_checkpoint(trial),
+                self._reference_ref,
+                self._device,
+            )
+            self._pending.append((trial.trial_id, run.info.run_id, task))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
         for run in self._runs(client, trial):
             client.set_tag(run.info.run_id, "robustmsa.outcome", "error")
             client.set_terminated(run.info.run_id, "FAILED")
+
+    def on_experiment_end(self, trials, **info):
+        """Wait for every finishing task; raise naming the runs whose finishing failed."""
+        pending, self._pending = self._pending, []
+        failed = []
+        client = MlflowClient(self.tracking_uri)
+        for trial, run_id, task in pending:
+            try:
+                ray.get(task)
+            except Exception as exc:  # the task's error, or its worker died
+                why = _error_line(exc)
+                failed.append(f"trial {trial} (run {run_id}): {why}")
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_tag(run_id, "robustmsa.error", why[:5000])
+                    client.set_tag(run_id, "robustmsa.outcome", "error")
+                    client.set_terminated(run_id, "FAILED")
+        if failed:
+            raise RobustMSAError(f"finishing trial runs failed: {'; '.join(failed)}")

@@ -69,7 +69,9 @@ def run_variants(
         run_config=tune.RunConfig(
             name=f"{name}-{ctx.parent_run_id[:8]}",
             storage_path=ctx.storage_path,
-            callbacks=[TrialRunFinisher(ctx.tracking_uri, ctx.experiment_id, reference_rows)],
+            callbacks=[
+                TrialRunFinisher(ctx.tracking_uri, ctx.experiment_id, reference_rows, resources)
+            ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
         ),

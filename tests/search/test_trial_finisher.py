@@ -1,0 +1,107 @@
+"""`TrialRunFinisher` finishes each trial's run in a Ray task, not in Tune's driver loop.
+
+The trial handed to the callback holds what Tune's `Trial` gives it (id, last checkpoint, last
+result); the checkpoint is a real one of the tiny QA-MoE, the runs live in a real sqlite MLflow
+store and the tasks run on the session's local Ray.
+"""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+from ray import tune
+from robustmsa.errors import RobustMSAError
+from robustmsa.evaluation.logged import TEST_TAG
+from robustmsa.search.trial import TrialRunFinisher
+from robustmsa.tracking.runs import TRIAL_TAG
+from robustmsa.training.checkpoint import BEST_MODEL_FILE
+from tiny_training import tiny_config, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_dataset, tmp_path_factory):
+    """The last checkpoint of a completed 1-epoch run (so the finisher evaluates test)."""
+    _, reporter = train(tiny_config(tiny_dataset, epochs=1), tmp_path_factory.mktemp("ckpt"))
+    return reporter.checkpoints[-1]
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("finisher", str(tmp_path / "artifacts"))
+    return uri, client, experiment
+
+
+def _trial(client, experiment, trial_id, checkpoint_dir):
+    """A RUNNING child run tagged with the trial id, and the trial as the callback sees it."""
+    run_id = client.create_run(experiment, tags={TRIAL_TAG: trial_id}).info.run_id
+    trial = SimpleNamespace(
+        trial_id=trial_id,
+        checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)),
+        last_result={},
+    )
+    return run_id, trial
+
+
+@pytest.fixture
+def all_cpus_held(local_ray):
+    """Actors holding every free CPU of the local Ray until the test releases them."""
+
+    @local_ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self):
+            return True
+
+    free = int(local_ray.available_resources().get("CPU", 0))
+    holders = [Holder.remote() for _ in range(free)]
+    local_ray.get([h.ready.remote() for h in holders])
+
+    def release():
+        for h in holders:
+            local_ray.kill(h)
+
+    yield release
+    release()
+
+
+def test_the_callback_returns_before_the_run_is_finished(checkpoint, store, all_cpus_held):
+    """With every CPU held, the finishing task cannot start: the callback still returns (Tune
+    would go on scheduling) and the run stays RUNNING until the experiment's end waits."""
+    uri, client, experiment = store
+    run_id, trial = _trial(client, experiment, "t1", checkpoint)
+    finisher = TrialRunFinisher(uri, experiment)
+    finisher.on_trial_complete(0, [trial], trial)
+    assert client.get_run(run_id).info.status == "RUNNING"
+    all_cpus_held()
+    finisher.on_experiment_end([trial])
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["robustmsa.outcome"] == "completed"
+    assert TEST_TAG in run.data.tags
+    assert "test/spectrum/clean/all/mae" in run.data.metrics
+    assert "spectrum/clean/all/mae" in run.data.metrics
+
+
+def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tmp_path):
+    """Fault injection: one trial's best weights are not a torch file. Its run ends FAILED
+    with the cause, the experiment's end raises naming it, and the other trial finishes."""
+    uri, client, experiment = store
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / BEST_MODEL_FILE).write_bytes(b"not a checkpoint")
+    good_id, good = _trial(client, experiment, "good", checkpoint)
+    bad_id, bad = _trial(client, experiment, "bad", broken)
+    finisher = TrialRunFinisher(uri, experiment)
+    for trial in (bad, good):
+        finisher.on_trial_complete(0, [bad, good], trial)
+    with pytest.raises(RobustMSAError, match=rf"finishing trial runs failed: .*run {bad_id}"):
+        finisher.on_experiment_end([bad, good])
+    failed = client.get_run(bad_id)
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["robustmsa.outcome"] == "error"
+    assert failed.data.tags["robustmsa.error"]
+    assert client.get_run(good_id).info.status == "FINISHED"
