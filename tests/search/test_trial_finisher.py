@@ -13,9 +13,10 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
+from robustmsa.config import from_dict
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG
-from robustmsa.search.trial import TrialRunFinisher
+from robustmsa.search.trial import FinishingTasks, TrialRunFinisher
 from robustmsa.tracking.runs import TRIAL_TAG
 from robustmsa.training.checkpoint import BEST_MODEL_FILE
 from tiny_training import tiny_config, train
@@ -23,8 +24,13 @@ from tiny_training import tiny_config, train
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_dataset, tmp_path_factory):
-    """The last checkpoint of a completed 1-epoch run (so the finisher evaluates test)."""
-    _, reporter = train(tiny_config(tiny_dataset, epochs=1), tmp_path_factory.mktemp("ckpt"))
+    """The last checkpoint of a completed 1-epoch run (so the finisher evaluates test), with
+    a short test report (the full one is the study tests' business)."""
+    config = from_dict(
+        tiny_config(tiny_dataset, epochs=1).to_dict(),
+        {"spectrum.report_protocols": ["clean", "missing@all"]},
+    )
+    _, reporter = train(config, tmp_path_factory.mktemp("ckpt"))
     return reporter.checkpoints[-1]
 
 
@@ -105,3 +111,38 @@ def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tm
     assert failed.data.tags["robustmsa.outcome"] == "error"
     assert failed.data.tags["robustmsa.error"]
     assert client.get_run(good_id).info.status == "FINISHED"
+
+
+def test_a_shared_task_list_is_awaited_by_its_owner(checkpoint, store, all_cpus_held):
+    """With the study's `FinishingTasks`, the end of one experiment does not wait (the next
+    one starts); the study's own `wait` ends the run."""
+    uri, client, experiment = store
+    run_id, trial = _trial(client, experiment, "t1", checkpoint)
+    tasks = FinishingTasks(uri)
+    finisher = TrialRunFinisher(uri, experiment, tasks=tasks)
+    finisher.on_trial_complete(0, [trial], trial)
+    finisher.on_experiment_end([trial])
+    assert client.get_run(run_id).info.status == "RUNNING"
+    all_cpus_held()
+    tasks.wait()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert TEST_TAG in run.data.tags
+
+
+def test_cancelled_tasks_leave_their_runs_to_the_study(checkpoint, store, all_cpus_held):
+    """A failing study cancels what it has not awaited: the task never runs (its result is a
+    cancellation) and the run is left RUNNING for the study's clean-up to end."""
+    import ray
+
+    uri, client, experiment = store
+    run_id, trial = _trial(client, experiment, "t1", checkpoint)
+    tasks = FinishingTasks(uri)
+    TrialRunFinisher(uri, experiment, tasks=tasks).on_trial_complete(0, [trial], trial)
+    ((_, _, task),) = tasks._pending
+    tasks.cancel()
+    all_cpus_held()
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(task, timeout=60)
+    tasks.wait()  # nothing left to wait for
+    assert client.get_run(run_id).info.status == "RUNNING"

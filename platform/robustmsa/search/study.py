@@ -2,8 +2,10 @@
 
 The driver creates the study's parent MLflow run; each Tune trial (`search.trial.run_trial`)
 opens a nested child run and trains through `training.trainer.fit` (in-process or a
-``TorchTrainer``); a driver-side Tune callback ends each child run with its validation spectrum,
-and the driver ends any run still RUNNING before it returns, however the study ends.
+``TorchTrainer``); a driver-side Tune callback submits one Ray task per trial that ends its child
+run (validation spectrum, the one test evaluation of a completed trial, figures,
+`search.trial.TrialRunFinisher`); the driver waits for those tasks and then ends any run still
+RUNNING before it returns, however the study ends.
 
 Objective: ``best/val/spectrum_score`` (the best-so-far validation spectrum score, see
 `robustmsa.evaluation.summaries.spectrum_score`), minimised; ASHA compares trials on it per epoch.
@@ -212,7 +214,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     from ray.tune.search.optuna import OptunaSearch
 
     from robustmsa.search.space import define_by_run
-    from robustmsa.search.trial import StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.search.trial import FinishingTasks, StudyContext, TrialRunFinisher, run_trial
     from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
@@ -247,6 +249,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     )
     parent = start_run(client, experiment_id, config.name, tags={STUDY_TAG: config.name})
     result = StudyResult(parent, experiment_id, uri, base["search"]["storage_path"])
+    # Every trial run's finishing task (test evaluation, figures), awaited before the end.
+    finishing = FinishingTasks(uri)
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
@@ -271,8 +275,10 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 resources=resources,
                 max_concurrent=1,
                 reuse_actors=in_process,
+                finishing=finishing,  # its test evaluation overlaps what follows
             )[REFERENCE_ROLE]
         if s.kind != "search":
+            finishing.wait()  # the comparisons read the reference's logged test rows
             compare = _compare_models if s.kind == "compare_models" else _compare
             result.comparison = compare(
                 config, ctx, data_root, resources, in_process, reference_rows, client, parent
@@ -309,12 +315,15 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             run_config=tune.RunConfig(
                 name=f"{config.name}-{parent[:8]}",
                 storage_path=result.storage_path,
-                callbacks=[TrialRunFinisher(uri, experiment_id, reference_rows, resources)],
+                callbacks=[
+                    TrialRunFinisher(uri, experiment_id, reference_rows, resources, finishing)
+                ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),
         )
         grid = tuner.fit()
+        finishing.wait()
         for r in grid:
             row = {
                 "trial_id": r.metrics.get("trial_id") if r.metrics else None,
@@ -340,6 +349,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         status = "KILLED"
         raise
     finally:
+        finishing.cancel()  # only what a failing or interrupted study left unawaited
         end_dangling_runs(client, experiment_id, parent)
         client.set_terminated(parent, status)
         result.wall_s = time.time() - started

@@ -12,8 +12,9 @@ The finishing work itself (`finish_trial_run`: the spectra, the oracle, the figu
 completed trial the test evaluation) runs as a Ray task with a trial's resources, not in the
 callback: Tune's driver loop stops scheduling while a callback runs, so a minute of test
 evaluation per trial there left a CPU idle for that minute and serialised the study. The
-callback only submits the task; Tune's end of experiment (`on_experiment_end`) waits for every
-task, so when ``Tuner.fit`` returns every run has its final state.
+callback only submits the task. Either Tune's end of experiment (`on_experiment_end`) waits for
+every task, so that when ``Tuner.fit`` returns every run has its final state, or the study
+collects the tasks of all its experiments in one `FinishingTasks` and waits at its end.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
 stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
@@ -214,13 +215,56 @@ def _error_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+class FinishingTasks:
+    """The finishing tasks submitted by `TrialRunFinisher` callbacks, awaited together.
+
+    A study shares one across its Tune experiments, so that the reference model's finishing
+    (a minute of test evaluation) overlaps the search instead of delaying its start.
+    """
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self._pending: list[tuple[str, str, ray.ObjectRef]] = []
+
+    def add(self, trial_id: str, run_id: str, task: ray.ObjectRef) -> None:
+        self._pending.append((trial_id, run_id, task))
+
+    def wait(self) -> None:
+        """Wait for every task submitted so far. Raises `RobustMSAError` naming every run whose
+        finishing failed; each such run is marked ``FAILED`` with the cause in its
+        ``robustmsa.error`` tag (unless the task itself already ended it)."""
+        pending, self._pending = self._pending, []
+        failed = []
+        client = MlflowClient(self.tracking_uri)
+        for trial_id, run_id, task in pending:
+            try:
+                ray.get(task)
+            except Exception as exc:  # the task's error, or its worker died
+                why = _error_line(exc)
+                failed.append(f"trial {trial_id} (run {run_id}): {why}")
+                if client.get_run(run_id).info.status == "RUNNING":
+                    client.set_tag(run_id, "robustmsa.error", why[:5000])
+                    client.set_tag(run_id, "robustmsa.outcome", "error")
+                    client.set_terminated(run_id, "FAILED")
+        if failed:
+            raise RobustMSAError(f"finishing trial runs failed: {'; '.join(failed)}")
+
+    def cancel(self) -> None:
+        """Cancel the tasks not yet awaited (a study that is failing or interrupted); their
+        runs are left for the study's own clean-up to end."""
+        pending, self._pending = self._pending, []
+        for _, _, task in pending:
+            ray.cancel(task)
+
+
 class TrialRunFinisher(tune.Callback):
     """Ends each trial's MLflow run once Tune is done with the trial (module docstring).
 
     ``resources``: what one finishing task holds, in the study's trial resource keys
-    (``{"cpu": 1}``, plus ``"gpu": 1`` to evaluate on a GPU). Raises `RobustMSAError` at the
-    end of the experiment naming every run whose finishing failed; each such run is marked
-    ``FAILED`` with the cause in its ``robustmsa.error`` tag.
+    (``{"cpu": 1}``, plus ``"gpu": 1`` to evaluate on a GPU). ``tasks``: a study's shared
+    `FinishingTasks`, which its owner waits for; without it the finisher waits for its own
+    tasks at the end of the experiment, and raises `RobustMSAError` there naming every run whose
+    finishing failed (`FinishingTasks.wait`).
     """
 
     def __init__(
@@ -229,6 +273,7 @@ class TrialRunFinisher(tune.Callback):
         experiment_id: str,
         reference_rows: list[dict] | None = None,
         resources: dict[str, float] | None = None,
+        tasks: FinishingTasks | None = None,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
@@ -240,7 +285,8 @@ class TrialRunFinisher(tune.Callback):
         }
         self._device = "cuda" if resources.get("gpu", 0) else "cpu"
         self._reference_ref = None
-        self._pending: list[tuple[str, str, ray.ObjectRef]] = []
+        self._owns_tasks = tasks is None
+        self.tasks = FinishingTasks(tracking_uri) if tasks is None else tasks
 
     def _runs(self, client: MlflowClient, trial) -> list:
         return client.search_runs(
@@ -261,7 +307,7 @@ class TrialRunFinisher(tune.Callback):
                 self._reference_ref,
                 self._device,
             )
-            self._pending.append((trial.trial_id, run.info.run_id, task))
+            self.tasks.add(trial.trial_id, run.info.run_id, task)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
@@ -270,19 +316,5 @@ class TrialRunFinisher(tune.Callback):
             client.set_terminated(run.info.run_id, "FAILED")
 
     def on_experiment_end(self, trials, **info):
-        """Wait for every finishing task; raise naming the runs whose finishing failed."""
-        pending, self._pending = self._pending, []
-        failed = []
-        client = MlflowClient(self.tracking_uri)
-        for trial, run_id, task in pending:
-            try:
-                ray.get(task)
-            except Exception as exc:  # the task's error, or its worker died
-                why = _error_line(exc)
-                failed.append(f"trial {trial} (run {run_id}): {why}")
-                if client.get_run(run_id).info.status == "RUNNING":
-                    client.set_tag(run_id, "robustmsa.error", why[:5000])
-                    client.set_tag(run_id, "robustmsa.outcome", "error")
-                    client.set_terminated(run_id, "FAILED")
-        if failed:
-            raise RobustMSAError(f"finishing trial runs failed: {'; '.join(failed)}")
+        if self._owns_tasks:
+            self.tasks.wait()

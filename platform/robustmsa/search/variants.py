@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from robustmsa.errors import RobustMSAError
-from robustmsa.search.trial import VARIANT_KEY, StudyContext, TrialRunFinisher, run_trial
+from robustmsa.search.trial import (
+    VARIANT_KEY,
+    FinishingTasks,
+    StudyContext,
+    TrialRunFinisher,
+    run_trial,
+)
 from robustmsa.training.checkpoint import load_state
 
 
@@ -45,9 +51,12 @@ def run_variants(
     max_concurrent: int,
     reuse_actors: bool,
     reference_rows: list[dict] | None = None,
+    finishing: FinishingTasks | None = None,
 ) -> dict[str, list[dict]]:
     """Train every variant to completion; returns ``{role: validation rows of its best
-    epoch}``. Raises `RobustMSAError` naming the variants that failed."""
+    epoch}``. Raises `RobustMSAError` naming the variants that failed. The variants' runs are
+    finished (test evaluation included) when this returns, unless ``finishing`` is given: then
+    their finishing tasks join it, for the caller to wait for."""
     from ray import tune
 
     roles = [v.role for v in variants]
@@ -70,7 +79,9 @@ def run_variants(
             name=f"{name}-{ctx.parent_run_id[:8]}",
             storage_path=ctx.storage_path,
             callbacks=[
-                TrialRunFinisher(ctx.tracking_uri, ctx.experiment_id, reference_rows, resources)
+                TrialRunFinisher(
+                    ctx.tracking_uri, ctx.experiment_id, reference_rows, resources, finishing
+                )
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
