@@ -139,9 +139,10 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     assert sorted(map(key, first.trials)) == sorted(map(key, second.trials))
 
 
-def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):
-    # Fault injection: a train split whose data pages are overwritten while its footer stays
-    # intact, so the driver's footer-level checks pass and the trial's reader fails.
+def _break_train_split(tmp_path):
+    """Fault injection: the tiny dataset where the study will look for it, with a train split
+    whose data pages are overwritten while its footer stays intact, so the driver's
+    footer-level checks pass and the trial's reader fails."""
     from robustmsa.data.synthetic import generate
 
     source = generate("tiny", tmp_path / "src", seed=0)
@@ -150,6 +151,20 @@ def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, loc
     raw = bytearray((broken / "train.parquet").read_bytes())
     raw[8 : len(raw) // 2] = bytes(len(raw) // 2 - 8)
     (broken / "train.parquet").write_bytes(bytes(raw))
+
+
+def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray):
+    _break_train_split(tmp_path)
+    config = smoke_config(tmp_path, **{"search.reference_model": "late_fusion"})
+    with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: .*train"):
+        run_study(config, root=tmp_path)
+    _, runs = runs_of(tmp_path)
+    assert len(runs) == 2  # the parent and the reference: no trial started
+    assert all(r.info.status == "FAILED" for r in runs)
+
+
+def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):
+    _break_train_split(tmp_path)
     config = smoke_config(tmp_path, **{"search.num_samples": 1})
     with pytest.raises(RobustMSAError, match="no trial finished"):
         run_study(config, root=tmp_path)

@@ -109,7 +109,7 @@ def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tm
     failed = client.get_run(bad_id)
     assert failed.info.status == "FAILED"
     assert failed.data.tags["robustmsa.outcome"] == "error"
-    assert failed.data.tags["robustmsa.error"]
+    assert f"{BEST_MODEL_FILE}: not a readable weights file" in failed.data.tags["robustmsa.error"]
     assert client.get_run(good_id).info.status == "FINISHED"
 
 

@@ -133,17 +133,18 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def _last_checkpoint(trial) -> tune.Checkpoint | str | None:
-    """The trial's last checkpoint: Tune's own (in-process trials), else the path of the Train
-    checkpoint that Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer``
-    trials); None when the trial reported none."""
-    if trial.checkpoint is not None:
-        return trial.checkpoint
-    return (trial.last_result or {}).get("checkpoint_path")
+def last_checkpoint(checkpoint, metrics: dict | None) -> tune.Checkpoint | str | None:
+    """A trial's last checkpoint, from Tune's ``checkpoint`` and last ``metrics`` (of a `Trial`
+    or a `Result`): Tune's own (in-process trials), else the path of the Train checkpoint that
+    Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials); None when the
+    trial reported none."""
+    if checkpoint is not None:
+        return checkpoint
+    return (metrics or {}).get("checkpoint_path")
 
 
-def _as_directory(checkpoint: tune.Checkpoint | str | None):
-    """A context manager yielding ``checkpoint`` (see `_last_checkpoint`) as a local directory,
+def checkpoint_directory(checkpoint: tune.Checkpoint | str | None):
+    """A context manager yielding ``checkpoint`` (see `last_checkpoint`) as a local directory,
     or None."""
     if isinstance(checkpoint, tune.Checkpoint):
         return checkpoint.as_directory()
@@ -198,7 +199,7 @@ def _finish_trial_run_task(
     device: str,
 ) -> str:
     """`finish_trial_run` in a Ray worker (`TrialRunFinisher`)."""
-    with _as_directory(checkpoint) as local, _one_torch_thread():
+    with checkpoint_directory(checkpoint) as local, _one_torch_thread():
         return finish_trial_run(
             MlflowClient(tracking_uri),
             run_id,
@@ -208,9 +209,14 @@ def _finish_trial_run_task(
         )
 
 
-def _error_line(exc: BaseException) -> str:
-    """The cause of a task error in one line: a Ray task error's first line is Ray's header,
-    its last names the cause."""
+def error_line(exc: BaseException) -> str:
+    """The cause of a task or trial error in one line: the task's own exception when Ray
+    wrapped it (``RayTaskError.cause``; Ray's text adds its header and traceback), its message
+    joined onto one line; otherwise the last line of the text."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        message = " ".join(ln.strip() for ln in str(cause).splitlines() if ln.strip())
+        return f"{type(cause).__name__}: {message}" if message else type(cause).__name__
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -240,7 +246,7 @@ class FinishingTasks:
             try:
                 ray.get(task)
             except Exception as exc:  # the task's error, or its worker died
-                why = _error_line(exc)
+                why = error_line(exc)
                 failed.append(f"trial {trial_id} (run {run_id}): {why}")
                 if client.get_run(run_id).info.status == "RUNNING":
                     client.set_tag(run_id, "robustmsa.error", why[:5000])
@@ -303,7 +309,7 @@ class TrialRunFinisher(tune.Callback):
             task = _finish_trial_run_task.options(**self._options).remote(
                 self.tracking_uri,
                 run.info.run_id,
-                _last_checkpoint(trial),
+                last_checkpoint(trial.checkpoint, trial.last_result),
                 self._reference_ref,
                 self._device,
             )

@@ -10,7 +10,6 @@ variant is logged exactly like a searched trial.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,9 @@ from robustmsa.search.trial import (
     FinishingTasks,
     StudyContext,
     TrialRunFinisher,
+    checkpoint_directory,
+    error_line,
+    last_checkpoint,
     run_trial,
 )
 from robustmsa.training.checkpoint import load_state
@@ -32,14 +34,6 @@ class Variant:
 
     role: str
     overrides: dict[str, Any]
-
-
-def _checkpoint_dir(result):
-    """The result's checkpoint directory as a context manager (Tune's own, or the Train
-    checkpoint path that ``TuneReportCallback`` reports)."""
-    if result.checkpoint is not None:
-        return result.checkpoint.as_directory()
-    return contextlib.nullcontext((result.metrics or {}).get("checkpoint_path"))
 
 
 def run_variants(
@@ -91,11 +85,9 @@ def run_variants(
     failed = []
     for result in tuner.fit():
         role = (result.config or {})[VARIANT_KEY]["role"]
-        with _checkpoint_dir(result) as local:
+        with checkpoint_directory(last_checkpoint(result.checkpoint, result.metrics)) as local:
             if result.error or local is None:
-                # A Ray task error's first line is Ray's header; its last names the cause.
-                lines = [ln for ln in str(result.error).splitlines() if ln.strip()]
-                why = lines[-1] if lines else "no checkpoint"
+                why = error_line(result.error) if result.error else "no checkpoint"
                 failed.append(f"{role}: {why}")
                 continue
             rows[role] = load_state(local)[1]

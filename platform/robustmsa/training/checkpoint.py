@@ -10,10 +10,13 @@ with ``weights_only=True``: a checkpoint never runs code.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
 import yaml
+
+from robustmsa.errors import RobustMSAError
 
 MODEL_FILE = "model.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -42,9 +45,13 @@ def save_checkpoint(
 
 
 def load_weights(directory: str | Path, best: bool = True) -> dict:
-    """The best (or current) weights of the checkpoint ``directory``."""
-    name = BEST_MODEL_FILE if best else MODEL_FILE
-    return torch.load(Path(directory) / name, map_location="cpu", weights_only=True)
+    """The best (or current) weights of the checkpoint ``directory``; `RobustMSAError` naming
+    the file when it is not a torch weights file (torch's own message does not name it)."""
+    path = Path(directory) / (BEST_MODEL_FILE if best else MODEL_FILE)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+        raise RobustMSAError(f"{path}: not a readable weights file ({exc})") from exc
 
 
 def load_state(directory: str | Path) -> tuple[dict, list[dict]]:
