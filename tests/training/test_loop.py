@@ -146,3 +146,13 @@ def test_bf16_training_on_cuda(tiny_dataset, tmp_path):
     assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
     score = reevaluated_score(config, tiny_dataset, weights)
     assert score == pytest.approx(outcome.best_score, rel=1e-3)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04truncated zip"])
+def test_unreadable_weights_name_their_file(tmp_path, content):
+    from robustmsa.errors import RobustMSAError
+    from robustmsa.training.checkpoint import BEST_MODEL_FILE
+
+    (tmp_path / BEST_MODEL_FILE).write_bytes(content)
+    with pytest.raises(RobustMSAError, match=rf"{BEST_MODEL_FILE}: not a readable weights file"):
+        load_weights(tmp_path, best=True)

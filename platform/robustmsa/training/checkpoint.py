@@ -10,7 +10,6 @@ with ``weights_only=True``: a checkpoint never runs code.
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import torch
@@ -50,7 +49,7 @@ def load_weights(directory: str | Path, best: bool = True) -> dict:
     path = Path(directory) / (BEST_MODEL_FILE if best else MODEL_FILE)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+    except Exception as exc:  # missing, truncated, not torch's format, or refused by weights_only
         raise RobustMSAError(f"{path}: not a readable weights file ({exc})") from exc
 
 
