@@ -50,7 +50,8 @@ def oracle_rows(
 ) -> list[dict] | None:
     """The oracle's long-form rows on ``evaluator``'s split and points, or None when the split's
     dataset directory has no generator file (not synthetic). Computed once per process for
-    each (dataset digest, split, points, seed); the caller gets its own copy of the rows."""
+    each (dataset digest, split, points, seed, device); the caller gets its own copy of the
+    rows."""
     root = evaluator.split.path.parent
     if not (root / GENERATOR_FILE).is_file():
         return None
@@ -60,6 +61,7 @@ def oracle_rows(
         tuple(p.key for p in evaluator.points),
         evaluator.seed,
         len(evaluator.order),  # a shard's table is refused by `table`; never shared with it
+        str(device),  # float64 either way, but another device may round differently
     )
     rows = _MEMO.get(key)
     if rows is None:
