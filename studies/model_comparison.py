@@ -17,6 +17,7 @@ On a cluster (MLflow server named by MLFLOW_TRACKING_URI):
 import sys
 from pathlib import Path
 
+import project_path  # noqa: F401  (this checkout's package first on sys.path)
 from robustmsa.cli import study_main
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def format_result(result, experiment: str) -> str:
             f"Best trial {result.best['trial_id']}: validation spectrum score "
             f"{result.best['score']:.4f} (mean MAE over the reliability spectrum)"
         )
+    if result.code:
+        c = result.code
+        lines.append(
+            f"Code: robustmsa {c['version']} from {c['path']} (commit {c['commit']}, "
+            f"digest {c['digest']}); up to {result.max_concurrent} trials at once"
+        )
     lines.append(f"MLflow: {result.tracking_uri}  experiment '{experiment}'")
     lines.append(f"  parent run {result.parent_run_id} (best_config.yaml attached)")
     lines.append(f"Ray Tune results: {result.storage_path}")
@@ -252,11 +258,47 @@ def _evaluate(args) -> None:
     print(f"spectrum score ({args.split}): {spectrum_score(rows):.4f}")
 
 
+def _add_cluster_command(sub) -> None:
+    cluster = sub.add_parser("cluster", help="cluster files").add_subparsers(
+        dest="cluster_command", required=True
+    )
+    check = cluster.add_parser(
+        "check",
+        help="validate cluster-launcher YAMLs and KubeRay manifests offline",
+        description="Check Ray cluster-launcher YAMLs (Ray's own validation, every node type "
+        "declares its resources, the head has 0 CPUs) and KubeRay RayCluster/RayJob manifests "
+        "(the CRD schemas of --crd-dir, unknown fields rejected). Prints 'ok FILE' per good file.",
+    )
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument(
+        "--crd-dir",
+        type=Path,
+        help="KubeRay CRD schemas: CRD YAMLs (ray-operator/config/crd/bases) or the JSON of "
+        "tests/cluster/fixtures/kuberay-<version>; needed for KubeRay manifests",
+    )
+
+
+def _run_cluster_command(args) -> int:
+    from robustmsa.cluster import check_file, load_crd_schemas
+
+    crd_schemas = load_crd_schemas(args.crd_dir) if args.crd_dir is not None else None
+    status = 0
+    for path in args.files:
+        try:
+            check_file(path, crd_schemas)
+        except RobustMSAError as exc:
+            status = _fail(str(exc))
+            continue
+        print(f"ok {path}")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="robustmsa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_evaluate_command(sub)
+    _add_cluster_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -264,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_data_command(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "cluster":
+            return _run_cluster_command(args)
     except RobustMSAError as exc:
         return _fail(str(exc))
     except BrokenPipeError:  # `robustmsa data inspect DIR | head`: the reader left early

@@ -191,6 +191,13 @@ class SearchConfig:
     settings and compared on the same points: `robustmsa.search.model_comparison`).
     ``reference_model`` (a registered model name, or null) is trained first at its default
     parameters: the baseline of effective robustness.
+
+    Resources (`robustmsa.search.resources`): each training worker of a trial holds
+    ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (a fraction shares a GPU; null: 1 when
+    ``training.use_gpu``, else 0); ``max_concurrent`` is a number of trials or ``auto``: as
+    many as the cluster's resources, and what its autoscaler may add, can hold at once.
+    ``storage_path``: where Ray Tune writes results and checkpoints, a local path or a URI of
+    any ``pyarrow.fs`` filesystem (``s3://``, ``gs://``, ``file://``) that every node reaches.
     """
 
     kind: Literal["search", "per_rate", "one_checkpoint_for_all", "compare_models"] = "search"
@@ -198,11 +205,13 @@ class SearchConfig:
     per_rate_axis: Literal["missing", "noise"] = "missing"
     levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
     num_samples: int = 8
-    max_concurrent: int = 2
+    max_concurrent: int | Literal["auto"] = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
     seed: int = 0
     grace_period: int = 2
     reduction_factor: int = 2
-    storage_path: str | None = None  # Ray Tune results; None: .robustmsa/ray_results here
+    storage_path: str | None = None  # Ray Tune results (path or URI); None: .robustmsa/ray_results
     space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
     models: dict[str, ModelConfig] = field(default_factory=dict)  # compare_models: role -> model
 
@@ -217,8 +226,16 @@ class SearchConfig:
                     f"{sorted(RESERVED_ROLES)}"
                 )
         for name in ("num_samples", "max_concurrent", "grace_period"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) != "auto" and getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.cpus_per_trial <= 0:
+            raise ValueError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
+        gpus = self.gpus_per_trial
+        if gpus is not None and (gpus < 0 or (gpus > 1 and gpus != int(gpus))):
+            # Ray schedules a GPU fraction (several trials share one) or whole GPUs, not 1.5.
+            raise ValueError(
+                f"gpus_per_trial: must be a fraction in [0, 1] or a whole number, got {gpus}"
+            )
         if self.reduction_factor < 2:
             raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
         if not self.levels or any(not 0.0 <= v <= 1.0 for v in self.levels):
@@ -420,6 +437,11 @@ def _build_study(raw: dict[str, Any]) -> StudyConfig:
     config = build(StudyConfig, raw)
     config.model_params()  # validates model.name and model.params now, not in a trial
     _check_compared_models(config)
+    gpus = config.search.gpus_per_trial
+    if gpus and not config.training.use_gpu:
+        raise ConfigError(
+            f"search.gpus_per_trial: {gpus} GPUs per trial needs training.use_gpu: true"
+        )
     return config
 
 

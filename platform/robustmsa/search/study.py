@@ -17,6 +17,7 @@ then gets its effective robustness against that model's validation curves.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from robustmsa.config import StudyConfig, from_dict
+from robustmsa.data.remote import check_storage, is_uri
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import RobustMSAError
 from robustmsa.training.loop import OBJECTIVE
@@ -43,6 +45,8 @@ class StudyResult:
     best: dict | None = None
     best_config: dict | None = None
     comparison: list[dict] | None = None  # search.kind per_rate, one_checkpoint_for_all, ...
+    code: dict[str, str] | None = None  # robustmsa.provenance.code_identity of the driver
+    max_concurrent: int | None = None  # search.max_concurrent, resolved
     wall_s: float = 0.0
 
 
@@ -55,10 +59,10 @@ def absolutize(config: StudyConfig, root: Path) -> dict[str, Any]:
     raw = config.to_dict()
     data = raw["data"]
     data["cache_dir"] = str((root / data["cache_dir"]).resolve())
-    if data["path"]:
+    if data["path"] and not is_uri(data["path"]):
         data["path"] = str((root / data["path"]).resolve())
     storage = raw["search"]["storage_path"] or ".robustmsa/ray_results"
-    if "://" not in storage:
+    if not is_uri(storage):
         storage = str((root / storage).resolve())
     raw["search"]["storage_path"] = storage
     return raw
@@ -67,14 +71,25 @@ def absolutize(config: StudyConfig, root: Path) -> dict[str, Any]:
 def init_ray(logical_cpus: int = 2) -> None:
     """Join the cluster named by ``RAY_ADDRESS`` (set inside ``ray job submit``), else start a
     private local one with at least ``logical_cpus`` logical CPUs: a bare ``ray.init()`` would
-    attach to any cluster left on the machine."""
+    attach to any cluster left on the machine.
+
+    On a cluster this process's own copy of the package travels with the job as a
+    ``py_modules`` entry of its runtime environment (merged by Ray with the job's working dir),
+    so every trial and finishing task imports the very code the driver runs, also on nodes
+    whose Python cannot import robustmsa or holds an older copy."""
     import ray
+
+    from robustmsa.provenance import PACKAGE_DIR
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(
+            address=address,
+            runtime_env={"py_modules": [str(PACKAGE_DIR)]},
+            logging_level="WARNING",
+        )
     else:
         # A private local cluster needs no token auth; without this, a token file left in
         # ~/.ray by another cluster would switch auth on (STACK.md).
@@ -113,7 +128,8 @@ def _compare(
     config: StudyConfig,
     ctx,
     data_root: Path,
-    resources: dict[str, float],
+    plan,
+    max_concurrent: int,
     in_process: bool,
     reference_rows: list[dict] | None,
     client,
@@ -134,8 +150,9 @@ def _compare(
         ctx,
         variants,
         name=s.kind,
-        resources=resources,
-        max_concurrent=s.max_concurrent,
+        resources=plan.trial,
+        finishing_resources=plan.finishing,
+        max_concurrent=max_concurrent,
         reuse_actors=in_process,
         reference_rows=reference_rows,
     )
@@ -154,7 +171,8 @@ def _compare_models(
     config: StudyConfig,
     ctx,
     data_root: Path,
-    resources: dict[str, float],
+    plan,
+    max_concurrent: int,
     in_process: bool,
     reference_rows: list[dict] | None,
     client,
@@ -183,8 +201,9 @@ def _compare_models(
         ctx,
         model_variants(config),
         name=s.kind,
-        resources=resources,
-        max_concurrent=s.max_concurrent,
+        resources=plan.trial,
+        finishing_resources=plan.finishing,
+        max_concurrent=max_concurrent,
         reuse_actors=in_process,
         reference_rows=reference_rows,
     )
@@ -213,6 +232,12 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from robustmsa.provenance import code_identity, code_tags, describe
+    from robustmsa.search.resources import (
+        cluster_capacity,
+        resolve_max_concurrent,
+        trial_resources,
+    )
     from robustmsa.search.space import define_by_run
     from robustmsa.search.trial import FinishingTasks, StudyContext, TrialRunFinisher, run_trial
     from robustmsa.search.variants import run_variants
@@ -235,6 +260,16 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     root = Path(root).resolve()
     uri = resolve_tracking_uri(config.tracking.uri, root)
+    explicit = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if os.environ.get("RAY_ADDRESS") and not explicit:
+        # In a Ray job: a sqlite file on the head's copy of the working dir is deleted with
+        # the job, and trials on other nodes would each write a file of their own.
+        raise RobustMSAError(
+            f"MLFLOW_TRACKING_URI is not set: on the Ray cluster at {os.environ['RAY_ADDRESS']} "
+            f"the runs would go to {uri}, inside this job's temporary working dir, out of reach "
+            "of the other nodes; set MLFLOW_TRACKING_URI (or tracking.uri) to an MLflow server "
+            "that every node reaches (cluster/README.md)"
+        )
     check_reachable(uri)
     base = absolutize(config, root)
     d = base["data"]
@@ -242,29 +277,39 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     data_root = dataset_dir(
         d["source"], path=d["path"], preset=d["preset"], seed=d["seed"], cache_dir=d["cache_dir"]
     )
+    check_storage(base["search"]["storage_path"])
+    s = config.search
+    in_process = resolve_backend(config) == "in_process"
+    plan = trial_resources(config, in_process)
+    if s.max_concurrent != "auto":
+        # Locally, size the logical CPUs so that max_concurrent trials fit (STACK.md).
+        init_ray(math.ceil(s.max_concurrent * plan.footprint().get("CPU", 1)))
+    else:
+        init_ray()
+    # Fails now, before any run exists, when no trial could ever be scheduled.
+    max_concurrent = resolve_max_concurrent(config, plan, cluster_capacity())
+    identity = code_identity()
+    print(f"Study {config.name}: {describe()}; up to {max_concurrent} trials at once", flush=True)
     client = MlflowClient(uri)
     local_store = not uri.startswith(("http://", "https://", "databricks"))
     experiment_id = ensure_experiment(
         client, config.tracking.experiment, root / "mlartifacts" if local_store else None
     )
-    parent = start_run(client, experiment_id, config.name, tags={STUDY_TAG: config.name})
+    parent = start_run(
+        client, experiment_id, config.name, tags={STUDY_TAG: config.name, **code_tags()}
+    )
     result = StudyResult(parent, experiment_id, uri, base["search"]["storage_path"])
+    result.code = identity
+    result.max_concurrent = max_concurrent
     # Every trial run's finishing task (test evaluation, figures), awaited before the end.
     finishing = FinishingTasks(uri)
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
+        log_params(client, parent, {"search.resolved_max_concurrent": max_concurrent})
         log_dataset_input(client, parent, data_root, context="study")
-        s = config.search
-        # A trial that drives a TorchTrainer holds one CPU itself while its workers hold
-        # theirs (STACK.md); locally, size the logical CPUs so that max_concurrent trials fit.
-        in_process = resolve_backend(config) == "in_process"
-        per_trial = 1 if in_process else 1 + config.training.num_workers
-        init_ray(s.max_concurrent * per_trial)
         ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
-        resources = {"cpu": 1}
-        if config.training.use_gpu and config.training.num_workers == 1:
-            resources["gpu"] = 1
+        resources = plan.trial
         reference_rows = None
         if s.reference_model:
             # Trained first, so that every trial's run gets its effective robustness.
@@ -273,6 +318,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 [reference_variant(s.reference_model)],
                 name="reference",
                 resources=resources,
+                finishing_resources=plan.finishing,
                 max_concurrent=1,
                 reuse_actors=in_process,
                 finishing=finishing,  # its test evaluation overlaps what follows
@@ -281,8 +327,9 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             finishing.wait()  # the comparisons read the reference's logged test rows
             compare = _compare_models if s.kind == "compare_models" else _compare
             result.comparison = compare(
-                config, ctx, data_root, resources, in_process, reference_rows, client, parent
-            )
+                config, ctx, data_root, plan, max_concurrent, in_process, reference_rows,
+                client, parent,
+            )  # fmt: skip
             status = "FINISHED"
             return result
         tuner = tune.Tuner(
@@ -303,7 +350,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                     reduction_factor=s.reduction_factor,
                 ),
                 num_samples=s.num_samples,
-                max_concurrent_trials=s.max_concurrent,
+                max_concurrent_trials=max_concurrent,
                 # A trial process imports torch and MLflow (about 5 s on 2 cores): reusing the
                 # actor for the next trial saves that per trial (benchmarks/trial_overhead.py).
                 # Not with a TorchTrainer: a stopped trial's thread outlives Tune's reset
@@ -316,7 +363,14 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 name=f"{config.name}-{parent[:8]}",
                 storage_path=result.storage_path,
                 callbacks=[
-                    TrialRunFinisher(uri, experiment_id, reference_rows, resources, finishing)
+                    TrialRunFinisher(
+                        uri,
+                        experiment_id,
+                        reference_rows,
+                        plan.finishing,
+                        finishing,
+                        storage_path=result.storage_path,
+                    )
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,

@@ -40,11 +40,13 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from robustmsa.config import from_dict
+from robustmsa.data.remote import filesystem, is_uri
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.ceiling import oracle_rows
 from robustmsa.evaluation.logged import evaluate_test_once, load_checkpoint, split_evaluator
 from robustmsa.evaluation.summaries import effective_robustness_summary
+from robustmsa.provenance import code_tags
 from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import (
     TRIAL_TAG,
@@ -89,7 +91,8 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
         ctx.experiment_id,
         tune_ctx.get_trial_name(),
         parent_run_id=ctx.parent_run_id,
-        tags={**tags, "robustmsa.model": config.model.name},
+        # Which copy of the package this trial imported (the job's own, on a cluster).
+        tags={**tags, "robustmsa.model": config.model.name, **code_tags()},
     )
     try:
         log_params(client, run_id, flatten(config.to_dict()))
@@ -133,14 +136,21 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def last_checkpoint(checkpoint, metrics: dict | None) -> tune.Checkpoint | str | None:
+def last_checkpoint(
+    checkpoint, metrics: dict | None, storage_path: str | None = None
+) -> tune.Checkpoint | str | None:
     """A trial's last checkpoint, from Tune's ``checkpoint`` and last ``metrics`` (of a `Trial`
-    or a `Result`): Tune's own (in-process trials), else the path of the Train checkpoint that
-    Ray's ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials); None when the
+    or a `Result`): Tune's own (in-process trials), else the Train checkpoint whose path Ray's
+    ``TuneReportCallback`` puts in the metrics (``TorchTrainer`` trials), a path inside the
+    filesystem of ``storage_path`` (a local path, or a URI such as ``s3://``); None when the
     trial reported none."""
     if checkpoint is not None:
         return checkpoint
-    return (metrics or {}).get("checkpoint_path")
+    path = (metrics or {}).get("checkpoint_path")
+    if path is None or not is_uri(storage_path):
+        return path
+    fs, _ = filesystem(storage_path, "search.storage_path")
+    return tune.Checkpoint(path, filesystem=fs)
 
 
 def checkpoint_directory(checkpoint: tune.Checkpoint | str | None):
@@ -270,7 +280,8 @@ class TrialRunFinisher(tune.Callback):
     (``{"cpu": 1}``, plus ``"gpu": 1`` to evaluate on a GPU). ``tasks``: a study's shared
     `FinishingTasks`, which its owner waits for; without it the finisher waits for its own
     tasks at the end of the experiment, and raises `RobustMSAError` there naming every run whose
-    finishing failed (`FinishingTasks.wait`).
+    finishing failed (`FinishingTasks.wait`). ``storage_path``: the study's Tune storage, which
+    locates a ``TorchTrainer`` trial's checkpoint on a remote filesystem.
     """
 
     def __init__(
@@ -280,8 +291,10 @@ class TrialRunFinisher(tune.Callback):
         reference_rows: list[dict] | None = None,
         resources: dict[str, float] | None = None,
         tasks: FinishingTasks | None = None,
+        storage_path: str | None = None,
     ):
         self.tracking_uri = tracking_uri
+        self.storage_path = storage_path
         self.experiment_id = experiment_id
         self.reference_rows = reference_rows
         resources = resources or {"cpu": 1}
@@ -309,7 +322,7 @@ class TrialRunFinisher(tune.Callback):
             task = _finish_trial_run_task.options(**self._options).remote(
                 self.tracking_uri,
                 run.info.run_id,
-                last_checkpoint(trial.checkpoint, trial.last_result),
+                last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path),
                 self._reference_ref,
                 self._device,
             )

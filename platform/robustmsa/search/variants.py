@@ -42,15 +42,18 @@ def run_variants(
     *,
     name: str,
     resources: dict[str, float],
+    finishing_resources: dict[str, float] | None = None,
     max_concurrent: int,
     reuse_actors: bool,
     reference_rows: list[dict] | None = None,
     finishing: FinishingTasks | None = None,
 ) -> dict[str, list[dict]]:
     """Train every variant to completion; returns ``{role: validation rows of its best
-    epoch}``. Raises `RobustMSAError` naming the variants that failed. The variants' runs are
-    finished (test evaluation included) when this returns, unless ``finishing`` is given: then
-    their finishing tasks join it, for the caller to wait for."""
+    epoch}``. ``resources``: each variant's trial bundle; ``finishing_resources``: what its
+    finishing task holds (default: the same). Raises `RobustMSAError` naming the variants that
+    failed. The variants' runs are finished (test evaluation included) when this returns,
+    unless ``finishing`` is given: then their finishing tasks join it, for the caller to wait
+    for."""
     from ray import tune
 
     roles = [v.role for v in variants]
@@ -74,7 +77,12 @@ def run_variants(
             storage_path=ctx.storage_path,
             callbacks=[
                 TrialRunFinisher(
-                    ctx.tracking_uri, ctx.experiment_id, reference_rows, resources, finishing
+                    ctx.tracking_uri,
+                    ctx.experiment_id,
+                    reference_rows,
+                    finishing_resources or resources,
+                    finishing,
+                    storage_path=ctx.storage_path,
                 )
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -85,7 +93,8 @@ def run_variants(
     failed = []
     for result in tuner.fit():
         role = (result.config or {})[VARIANT_KEY]["role"]
-        with checkpoint_directory(last_checkpoint(result.checkpoint, result.metrics)) as local:
+        found = last_checkpoint(result.checkpoint, result.metrics, ctx.storage_path)
+        with checkpoint_directory(found) as local:
             if result.error or local is None:
                 why = error_line(result.error) if result.error else "no checkpoint"
                 failed.append(f"{role}: {why}")

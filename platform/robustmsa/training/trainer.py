@@ -27,6 +27,15 @@ def resolve_backend(config: StudyConfig) -> str:
     return "in_process" if t.num_workers == 1 else "torch_trainer"
 
 
+def gpus_per_worker(config: StudyConfig) -> float:
+    """GPUs one training worker holds: ``search.gpus_per_trial`` (a fraction shares a GPU),
+    by default 1 with ``training.use_gpu`` and 0 without."""
+    gpus = config.search.gpus_per_trial
+    if gpus is None:
+        return 1.0 if config.training.use_gpu else 0.0
+    return float(gpus)
+
+
 def _local_device(config: StudyConfig) -> torch.device:
     return torch.device("cuda" if config.training.use_gpu and torch.cuda.is_available() else "cpu")
 
@@ -81,7 +90,16 @@ def fit(
         _train_worker,
         train_loop_config={"config": config.to_dict(), "sinks": sinks},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers,
+            use_gpu=t.use_gpu,
+            # Each worker's share, as the study's resource plan counts it
+            # (robustmsa.search.resources).
+            resources_per_worker={
+                "CPU": config.search.cpus_per_trial,
+                **({"GPU": gpus_per_worker(config)} if t.use_gpu else {}),
+            },
+        ),
         run_config=RunConfig(
             # A reused name would resume an old run (STACK.md): every fit gets its own.
             name=f"{config.name}-{uuid.uuid4().hex[:8]}",
