@@ -3,6 +3,7 @@ tracking server (sqlite backend), each on free loopback ports and stopped by its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -139,3 +140,193 @@ def ray_head(workdir: Path, num_cpus: int = 4, env: dict[str, str] | None = None
         yield address
     finally:
         stop(proc, timeout=60)
+
+
+def stock_python(workdir: Path) -> Path:
+    """A Python like a stock Ray image's: every declared dependency importable, robustmsa not.
+
+    A venv without pip whose one ``.pth`` line adds the project venv's site-packages as a plain
+    directory: its packages import, but the ``.pth`` files in it are not processed, so the
+    editable install of robustmsa (a ``.pth`` path entry) is absent. Returns its ``bin``, which
+    also gets a ``ray`` command."""
+    import site
+    import sysconfig
+
+    root = workdir / "stock-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    project_site = Path(sysconfig.get_paths()["purelib"])
+    assert project_site.is_dir() and project_site in {Path(p) for p in site.getsitepackages()}
+    (root / "lib" / version / "site-packages" / "deps.pth").write_text(f"{project_site}\n")
+    ray_cmd = root / "bin" / "ray"
+    ray_cmd.write_text(
+        f"#!{root / 'bin' / 'python'}\nimport sys\nfrom ray.scripts.scripts import main\n"
+        "sys.exit(main())\n"
+    )
+    ray_cmd.chmod(0o755)
+    return root / "bin"
+
+
+@contextmanager
+def s3_server(workdir: Path):
+    """A moto S3 server on loopback; yields the AWS environment that points clients at it."""
+    port = free_port()
+    log = workdir / "moto.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=venv_env(),
+            start_new_session=True,
+        )
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        _wait_http(f"{endpoint}/moto-api/", 60, proc, log)
+        yield {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    finally:
+        stop(proc)
+
+
+# The autoscaler of `ray start --autoscaling-config` with Ray's fake multi-node provider, each node
+# in a temp dir of its own (`fake_nodes.py`): worker nodes are raylets started on this machine.
+# Node updaters and launch-config checks are off (there is nothing to ssh into), as in Ray's own
+# fake_multi_node example.
+FAKE_PROVIDER = {
+    "type": "external",
+    "module": "fake_nodes.OwnDirFakeMultiNodeProvider",
+    "use_node_id_as_ip": True,
+    "disable_node_updaters": True,
+    "disable_launch_config_check": True,
+}
+_EMPTY_LAUNCHER_KEYS = {
+    "auth": {},
+    "docker": {},
+    "file_mounts": {},
+    "cluster_synced_files": [],
+    "file_mounts_sync_continuously": False,
+    "rsync_exclude": [],
+    "rsync_filter": [],
+    "initialization_commands": [],
+    "setup_commands": [],
+    "head_setup_commands": [],
+    "worker_setup_commands": [],
+    "head_start_ray_commands": [],
+    "worker_start_ray_commands": [],
+}
+
+
+@contextmanager
+def autoscaling_ray_head(
+    workdir: Path,
+    bin_dir: Path,
+    head_cpus: int,
+    worker_types: dict,
+    idle_timeout_minutes: float,
+    env: dict[str, str] | None = None,
+):
+    """A Ray head with an autoscaler over fake worker nodes, started from ``bin_dir``'s Python.
+
+    The cluster config is written where ``ray up`` leaves it on a launcher head
+    (``~/ray_bootstrap_config.yaml``, with HOME set to a folder of ``workdir``) and handed to
+    ``ray start --autoscaling-config``. Never ``ray stop`` (it kills every Ray on the machine),
+    never Ray's ``AutoscalingCluster`` (it calls ``ray stop --force``): the head is stopped by
+    its PID, and the fake nodes it started go with it. Yields the dashboard address."""
+    import json
+
+    home = workdir / "head-home"
+    home.mkdir()
+    gcs_port = free_port()
+    # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
+    temp_dir = tempfile.mkdtemp(prefix="rmsa-ray-", dir="/tmp")
+    config = {
+        "cluster_name": "fake",
+        "max_workers": sum(t["max_workers"] for t in worker_types.values()),
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "provider": {
+            **FAKE_PROVIDER,
+            "gcs_address": f"127.0.0.1:{gcs_port}",
+            "node_temp_root": temp_dir,
+        },
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {
+                "resources": {"CPU": head_cpus},
+                "node_config": {},
+                "max_workers": 0,
+            },
+            **worker_types,
+        },
+        **_EMPTY_LAUNCHER_KEYS,
+    }
+    bootstrap = home / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(json.dumps(config, indent=1))  # JSON is YAML
+    dashboard = free_port()
+    cmd = [
+        str(bin_dir / "ray"), "start", "--head", "--block",
+        "--autoscaling-config", str(bootstrap),
+        "--num-cpus", str(head_cpus),
+        "--port", str(gcs_port),
+        "--dashboard-port", str(dashboard),
+        "--dashboard-host", "127.0.0.1",
+        "--node-ip-address", "127.0.0.1",
+        "--temp-dir", temp_dir,
+        "--include-dashboard", "true",
+        "--disable-usage-stats",
+        "--ray-client-server-port", str(free_port()),
+        "--metrics-export-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--dashboard-agent-grpc-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()),
+        "--node-manager-port", str(free_port()),
+        "--object-manager-port", str(free_port()),
+    ]  # fmt: skip
+    head_env = venv_env(
+        HOME=str(home),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_FAKE_CLUSTER="1",
+        AUTOSCALER_UPDATE_INTERVAL_S="1",
+        PYTHONPATH=str(Path(__file__).resolve().parent),  # the autoscaler imports fake_nodes
+        **(env or {}),
+    )
+    log = workdir / "ray-autoscaling-head.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=head_env, start_new_session=True
+        )
+    try:
+        address = f"http://127.0.0.1:{dashboard}"
+        _wait_http(f"{address}/api/version", 120, proc, log)
+        yield address
+    finally:
+        stop(proc, timeout=60)
+        _kill_session_leftovers(temp_dir)
+
+
+def _kill_session_leftovers(temp_dir: str) -> None:
+    """SIGKILL what is left of the processes of our own Ray session (fake worker nodes whose
+    raylet outlived the head): those whose command line names our unique ``temp_dir``."""
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if temp_dir in cmdline and int(proc_dir.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+
+
+def alive_nodes(dashboard: str) -> int:
+    """How many nodes of the cluster are alive, from its dashboard's state API."""
+    import json
+
+    with urllib.request.urlopen(f"{dashboard}/api/v0/nodes?limit=1000", timeout=10) as resp:
+        nodes = json.load(resp)["data"]["result"]["result"]
+    return sum(1 for n in nodes if n["state"] == "ALIVE")
