@@ -45,6 +45,16 @@ def unknown_key_yaml(tmp_path):
         (["--set", "training.lr=fast"], "training.lr: expected float, got 'fast'"),
         ([bad_yaml], "bad.yaml: malformed YAML"),
         ([unknown_key_yaml], "model.paramz: unknown key"),
+        (["--set", "data.source=parquet", "--set", "data.path=nope://bucket/mosi"],
+         "data.path: nope://bucket/mosi: no usable pyarrow filesystem for scheme 'nope'"),
+        (["--set", "search.storage_path=nope://bucket/results"],
+         "search.storage_path: nope://bucket/results: no usable pyarrow filesystem"),
+        (["--set", "search.gpus_per_trial=0.5"],
+         "search.gpus_per_trial: 0.5 GPUs per trial needs training.use_gpu: true"),
+        (["--set", "training.use_gpu=true", "--set", "search.gpus_per_trial=1.5"],
+         "search.gpus_per_trial: must be a fraction in [0, 1] or a whole number, got 1.5"),
+        (["--set", "search.max_concurrent=many"],
+         "search.max_concurrent: expected int or 'auto', got 'many'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, expected):
@@ -64,4 +74,17 @@ def test_unreachable_mlflow_uri_fails_before_any_run(tmp_path):
     assert code == 2
     assert len(stderr) == 1, stderr
     assert f"MLflow tracking URI {uri}: unreachable" in stderr[0]
+    assert not (tmp_path / ".robustmsa").exists()
+
+
+def test_a_job_on_a_cluster_without_mlflow_tracking_uri_is_refused(tmp_path):
+    """Inside ``ray job submit`` (RAY_ADDRESS set) the default sqlite store would live in the
+    job's temporary working dir: refused before Ray is joined or anything is written."""
+    address = f"http://127.0.0.1:{free_port()}"
+    code, stderr = run_study_script(tmp_path, "--smoke-test", RAY_ADDRESS=address)
+    assert code == 2
+    assert len(stderr) == 1, stderr
+    assert f"MLFLOW_TRACKING_URI is not set: on the Ray cluster at {address}" in stderr[0]
+    assert f"sqlite:///{tmp_path / 'mlruns.db'}" in stderr[0]
+    assert not (tmp_path / "mlruns.db").exists()
     assert not (tmp_path / ".robustmsa").exists()

@@ -292,6 +292,12 @@ class StudyConfig:
 
 
 def _type_name(tp: Any) -> str:
+    """``int | Literal['auto']`` -> ``int or 'auto'`` (None left out: it is always allowed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

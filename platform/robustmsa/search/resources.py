@@ -87,15 +87,10 @@ def _node_type_ceiling(
     return total
 
 
-def autoscaler_ceiling(bootstrap: Path = BOOTSTRAP_CONFIG) -> dict[str, float] | None:
-    """The resources the connected cluster's autoscaler may grow to, or None when no autoscaler
-    says (module docstring). Needs ``ray.init`` first."""
-    import ray._private.state
-
-    reported = ray._private.state.state.get_max_resources_from_cluster_config()
-    if reported:
-        return {k: float(v) for k, v in reported.items()}
-    path = bootstrap.expanduser()
+def launcher_ceiling(path: Path) -> dict[str, float] | None:
+    """The resources of the cluster launcher config at ``path`` with every node type at its
+    ``max_workers``; None when the file is absent or names no node types."""
+    path = path.expanduser()
     if not path.is_file():
         return None
     launcher = yaml.safe_load(path.read_text()) or {}
@@ -105,6 +100,17 @@ def autoscaler_ceiling(bootstrap: Path = BOOTSTRAP_CONFIG) -> dict[str, float] |
     return _node_type_ceiling(
         node_types, launcher.get("head_node_type"), launcher.get("max_workers")
     )
+
+
+def autoscaler_ceiling(bootstrap: Path = BOOTSTRAP_CONFIG) -> dict[str, float] | None:
+    """The resources the connected cluster's autoscaler may grow to, or None when no autoscaler
+    says (module docstring). Needs ``ray.init`` first."""
+    import ray._private.state
+
+    reported = ray._private.state.state.get_max_resources_from_cluster_config()
+    if reported:
+        return {k: float(v) for k, v in reported.items()}
+    return launcher_ceiling(bootstrap)
 
 
 def cluster_capacity() -> dict[str, float]:

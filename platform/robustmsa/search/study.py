@@ -272,12 +272,12 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         )
     check_reachable(uri)
     base = absolutize(config, root)
+    check_storage(base["search"]["storage_path"])
     d = base["data"]
     # Fails now, before any run exists, when the dataset is missing; makes synthetic data.
     data_root = dataset_dir(
         d["source"], path=d["path"], preset=d["preset"], seed=d["seed"], cache_dir=d["cache_dir"]
     )
-    check_storage(base["search"]["storage_path"])
     s = config.search
     in_process = resolve_backend(config) == "in_process"
     plan = trial_resources(config, in_process)
