@@ -128,15 +128,30 @@ def _check_test_split_and_reevaluation(client, children, tmp_path):
 
 
 def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
-    # TPE starts with seeded random sampling: the same seed proposes the same points.
+    # TPE starts with seeded random sampling: the same seed proposes the same points. The
+    # second study names its dataset and its Tune storage by file:// URIs (the code path of
+    # s3:// and gs://, tests/integration/test_job_submit.py): that changes nothing else.
     first = run_study(
         smoke_config(tmp_path / "a", **{"search.num_samples": 2}), root=tmp_path / "a"
     )
+    data_uri = (tmp_path / "a" / "data" / "synthetic-tiny-seed0").as_uri()
+    storage_uri = (tmp_path / "b" / "tune").as_uri()
+    uris = {"data.source": "parquet", "data.path": data_uri, "search.storage_path": storage_uri}
     second = run_study(
-        smoke_config(tmp_path / "b", **{"search.num_samples": 2}), root=tmp_path / "b"
+        smoke_config(tmp_path / "b", **{"search.num_samples": 2, **uris}), root=tmp_path / "b"
     )
     key = lambda t: sorted(t["params"].items())  # noqa: E731
     assert sorted(map(key, first.trials)) == sorted(map(key, second.trials))
+    assert second.storage_path == storage_uri
+    checkpoints = list((tmp_path / "b" / "tune").rglob("checkpoint_*"))
+    assert len({c.parent for c in checkpoints}) >= 2, checkpoints  # every trial's, there
+    assert not (tmp_path / "b" / ".robustmsa" / "ray_results").exists()
+    _, runs = runs_of(tmp_path / "b")
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.params["data.path"] for r in trials} == {data_uri}
+    digests = {i.dataset.digest for r in trials for i in r.inputs.dataset_inputs}
+    _, first_runs = runs_of(tmp_path / "a")
+    assert digests == {i.dataset.digest for r in first_runs for i in r.inputs.dataset_inputs}
 
 
 def _break_train_split(tmp_path):
