@@ -113,3 +113,21 @@ def test_header_names_the_commands_and_versions(path, ray_version, kuberay_versi
     assert f"kubectl apply -f cluster/kuberay/{path.name}" in text
     assert f"robustmsa cluster check cluster/kuberay/{path.name} --crd-dir" in text
     assert "python studies/qa_moe_search.py" in text
+
+
+def test_the_heads_declared_ceiling_is_what_the_worker_groups_add_up_to():
+    """``search.max_concurrent: auto`` reads the ceiling from the head's environment on KubeRay
+    (robustmsa.search.resources): it must match the worker groups at maxReplicas."""
+    from robustmsa.search.resources import MAX_RESOURCES_ENV, declared_ceiling
+
+    spec = load("raycluster.yaml")["spec"]
+    expected: dict[str, float] = {}
+    for group in groups(spec).values():
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        per_pod = {"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0))}
+        for name, amount in per_pod.items():
+            expected[name] = expected.get(name, 0.0) + group["maxReplicas"] * amount
+    head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head.get("env", [])}
+    assert declared_ceiling(env) == {k: v for k, v in expected.items() if v}
+    assert MAX_RESOURCES_ENV in env

@@ -105,3 +105,15 @@ def test_a_gpu_study_fails_before_any_run_on_a_local_ray_without_gpus(tmp_path, 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("qa_moe_search")
     assert experiment is None or not client.search_runs([experiment.experiment_id])
+
+
+def test_a_declared_ceiling_is_read_from_the_environment():
+    from robustmsa.search.resources import MAX_RESOURCES_ENV, declared_ceiling
+
+    assert declared_ceiling({}) is None
+    assert declared_ceiling({MAX_RESOURCES_ENV: '{"CPU": 96, "GPU": 4}'}) == {
+        "CPU": 96.0,
+        "GPU": 4.0,
+    }
+    with pytest.raises(ConfigError, match=rf"^{MAX_RESOURCES_ENV}: expected a JSON mapping"):
+        declared_ceiling({MAX_RESOURCES_ENV: "96 CPUs"})

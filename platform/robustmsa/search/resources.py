@@ -10,15 +10,21 @@ evaluates on the GPU when that share has one.
 
 ``search.max_concurrent: auto`` divides what the cluster can hold by one trial's footprint. What
 the cluster can hold is the larger of what its nodes offer now and the ceiling its autoscaler
-may grow to: the cluster config that Ray's autoscaler reports to the GCS (autoscaler v2,
-KubeRay), or else the cluster launcher's config that ``ray up`` leaves on the head
-(``~/ray_bootstrap_config.yaml``, which the launcher's head start command hands to the
-autoscaler). A job's driver runs on the head, so it finds that file there.
+may grow to. Ray 2.60 has no one place that says so for every autoscaler, so the ceiling is,
+in this order: the cluster config an autoscaler reports to the GCS (what Ray Data reads too);
+the environment variable ``ROBUSTMSA_AUTOSCALER_MAX_RESOURCES`` on the head (a JSON mapping such
+as ``{"CPU": 96, "GPU": 4}``; the KubeRay manifests of ``cluster/kuberay`` set it to what their
+worker groups add up to, and a test keeps the two equal); the cluster launcher's config that
+``ray up`` leaves on the head (``~/ray_bootstrap_config.yaml``, which the launcher's head start
+command hands to the autoscaler). A job's driver runs on the head, so it sees both.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ from robustmsa.errors import ConfigError
 from robustmsa.training.trainer import gpus_per_worker
 
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+MAX_RESOURCES_ENV = "ROBUSTMSA_AUTOSCALER_MAX_RESOURCES"
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,28 @@ def autoscaler_ceiling(bootstrap: Path = BOOTSTRAP_CONFIG) -> dict[str, float] |
     reported = ray._private.state.state.get_max_resources_from_cluster_config()
     if reported:
         return {k: float(v) for k, v in reported.items()}
+    declared = declared_ceiling()
+    if declared is not None:
+        return declared
     return launcher_ceiling(bootstrap)
+
+
+def declared_ceiling(environ: Mapping[str, str] = os.environ) -> dict[str, float] | None:
+    """``$ROBUSTMSA_AUTOSCALER_MAX_RESOURCES`` as ``{resource: amount}``, or None when unset;
+    `ConfigError` naming the variable when it is not a JSON mapping of numbers."""
+    text = environ.get(MAX_RESOURCES_ENV)
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not a mapping")
+        return {str(k): float(v) for k, v in raw.items() if not isinstance(v, bool)}
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f'{MAX_RESOURCES_ENV}: expected a JSON mapping such as {{"CPU": 96, "GPU": 4}}, '
+            f"got {text!r} ({exc})"
+        ) from exc
 
 
 def cluster_capacity() -> dict[str, float]:
