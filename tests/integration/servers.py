@@ -62,6 +62,21 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextmanager
+def serving(cmd: list[str], env: dict[str, str], log: Path, ready: str, timeout: float, **stop_kw):
+    """Run ``cmd`` (its output to ``log``) in a session of its own until ``ready`` answers
+    HTTP 200; yield, then stop it by its PID (`stop`)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        _wait_http(ready, timeout, proc, log)
+        yield proc
+    finally:
+        stop(proc, **stop_kw)
+
+
+@contextmanager
 def mlflow_server(workdir: Path):
     """An MLflow server on 127.0.0.1 with a sqlite store; yields its URI."""
     port = free_port()
@@ -73,16 +88,9 @@ def mlflow_server(workdir: Path):
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     env = venv_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        _wait_http(f"{uri}/health", 90, proc, log)
+    uri = f"http://127.0.0.1:{port}"
+    with serving(cmd, env, log, f"{uri}/health", 90):
         yield uri
-    finally:
-        stop(proc)
 
 
 @contextmanager
@@ -126,20 +134,9 @@ def ray_head(workdir: Path, num_cpus: int = 4, env: dict[str, str] | None = None
     for flag, port in ports.items():
         cmd += [flag, str(port)]
     log = workdir / "ray-head.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=venv_env(**(env or {})),
-            start_new_session=True,
-        )
-    try:
-        address = f"http://127.0.0.1:{dashboard}"
-        _wait_http(f"{address}/api/version", 120, proc, log)
+    address = f"http://127.0.0.1:{dashboard}"
+    with serving(cmd, venv_env(**(env or {})), log, f"{address}/api/version", 120, timeout=60):
         yield address
-    finally:
-        stop(proc, timeout=60)
 
 
 def stock_python(workdir: Path) -> Path:
@@ -167,22 +164,23 @@ def stock_python(workdir: Path) -> Path:
     return root / "bin"
 
 
+def stock_env(bin_dir: Path, **extra: str) -> dict[str, str]:
+    """`venv_env` for processes of the stock Python: its ``bin`` first on PATH, and no
+    ``PYTHONPATH`` that could lead it to this checkout's package."""
+    env = venv_env(PATH=f"{bin_dir}{os.pathsep}{venv_env()['PATH']}", **extra)
+    env.pop("PYTHONPATH", None)
+    env.update({k: v for k, v in extra.items() if k == "PYTHONPATH"})
+    return env
+
+
 @contextmanager
 def s3_server(workdir: Path):
     """A moto S3 server on loopback; yields the AWS environment that points clients at it."""
     port = free_port()
     log = workdir / "moto.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=venv_env(),
-            start_new_session=True,
-        )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        _wait_http(f"{endpoint}/moto-api/", 60, proc, log)
+    cmd = [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    endpoint = f"http://127.0.0.1:{port}"
+    with serving(cmd, venv_env(), log, f"{endpoint}/moto-api/", 60):
         yield {
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "testing",
@@ -190,8 +188,6 @@ def s3_server(workdir: Path):
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_EC2_METADATA_DISABLED": "true",
         }
-    finally:
-        stop(proc)
 
 
 # The autoscaler of `ray start --autoscaling-config` with Ray's fake multi-node provider, each node
@@ -288,25 +284,20 @@ def autoscaling_ray_head(
         "--node-manager-port", str(free_port()),
         "--object-manager-port", str(free_port()),
     ]  # fmt: skip
-    head_env = venv_env(
+    head_env = stock_env(
+        bin_dir,
         HOME=str(home),
-        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         RAY_FAKE_CLUSTER="1",
         AUTOSCALER_UPDATE_INTERVAL_S="1",
         PYTHONPATH=str(Path(__file__).resolve().parent),  # the autoscaler imports fake_nodes
         **(env or {}),
     )
     log = workdir / "ray-autoscaling-head.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=head_env, start_new_session=True
-        )
+    address = f"http://127.0.0.1:{dashboard}"
     try:
-        address = f"http://127.0.0.1:{dashboard}"
-        _wait_http(f"{address}/api/version", 120, proc, log)
-        yield address
+        with serving(cmd, head_env, log, f"{address}/api/version", 120, timeout=60):
+            yield address
     finally:
-        stop(proc, timeout=60)
         _kill_session_leftovers(temp_dir)
 
 

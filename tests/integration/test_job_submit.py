@@ -23,8 +23,8 @@ from servers import (
     autoscaling_ray_head,
     mlflow_server,
     s3_server,
+    stock_env,
     stock_python,
-    venv_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -97,6 +97,7 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
         [str(bin_dir / "python"), "-c", "import ray, torch, mlflow; import robustmsa"],
         capture_output=True,
         text=True,
+        env=stock_env(bin_dir),
     )
     assert "No module named 'robustmsa'" in cannot.stderr, cannot.stderr[-2000:]
 
@@ -130,7 +131,7 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
                 "--set", f"search.storage_path=s3://{BUCKET}/results",
                 "--set", "search.max_concurrent=auto",
             ]  # fmt: skip
-            env = venv_env(PATH=f"{bin_dir}:{venv_env()['PATH']}")
+            env = stock_env(bin_dir)
             proc = subprocess.run(
                 cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900
             )
