@@ -62,18 +62,20 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextmanager
-def serving(cmd: list[str], env: dict[str, str], log: Path, ready: str, timeout: float, **stop_kw):
+def serving(
+    cmd: list[str], env: dict[str, str], log: Path, ready: str, wait_s: float, stop_s: float = 30
+):
     """Run ``cmd`` (its output to ``log``) in a session of its own until ``ready`` answers
-    HTTP 200; yield, then stop it by its PID (`stop`)."""
+    HTTP 200 (within ``wait_s``); yield, then stop it by its PID (`stop`, ``stop_s``)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        _wait_http(ready, timeout, proc, log)
+        _wait_http(ready, wait_s, proc, log)
         yield proc
     finally:
-        stop(proc, **stop_kw)
+        stop(proc, timeout=stop_s)
 
 
 @contextmanager
@@ -135,7 +137,7 @@ def ray_head(workdir: Path, num_cpus: int = 4, env: dict[str, str] | None = None
         cmd += [flag, str(port)]
     log = workdir / "ray-head.log"
     address = f"http://127.0.0.1:{dashboard}"
-    with serving(cmd, venv_env(**(env or {})), log, f"{address}/api/version", 120, timeout=60):
+    with serving(cmd, venv_env(**(env or {})), log, f"{address}/api/version", 120, stop_s=60):
         yield address
 
 
@@ -295,7 +297,7 @@ def autoscaling_ray_head(
     log = workdir / "ray-autoscaling-head.log"
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        with serving(cmd, head_env, log, f"{address}/api/version", 120, timeout=60):
+        with serving(cmd, head_env, log, f"{address}/api/version", 120, stop_s=60):
             yield address
     finally:
         _kill_session_leftovers(temp_dir)
