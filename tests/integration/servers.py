@@ -1,5 +1,6 @@
-"""Real servers for integration tests: a Ray head (``ray start --head --block``) and an MLflow
-tracking server (sqlite backend), each on free loopback ports and stopped by its own PID."""
+"""Real servers for integration tests, each on free loopback ports and stopped by its own PID: an
+MLflow tracking server (sqlite backend), an S3 server (moto), and a Ray head (``ray start --head
+--block``) that autoscales over fake nodes, started from a Python that cannot import robustmsa."""
 
 from __future__ import annotations
 
@@ -93,52 +94,6 @@ def mlflow_server(workdir: Path):
     uri = f"http://127.0.0.1:{port}"
     with serving(cmd, env, log, f"{uri}/health", 90):
         yield uri
-
-
-@contextmanager
-def ray_head(workdir: Path, num_cpus: int = 4, env: dict[str, str] | None = None):
-    """A Ray head started from the venv (so jobs' ``python`` is the venv's); yields the
-    dashboard (job server) address. Jobs inherit the head's environment plus ``env`` (as on a
-    cluster whose nodes set ``MLFLOW_TRACKING_URI``). Every port is chosen free, so other Ray
-    instances on the machine are untouched; the head is stopped by its PID, never by
-    ``ray stop``."""
-    dashboard = free_port()
-    # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
-    temp_dir = tempfile.mkdtemp(prefix="rmsa-ray-", dir="/tmp")
-    ports = {
-        "--port": free_port(),
-        "--dashboard-port": dashboard,
-        "--node-manager-port": free_port(),
-        "--object-manager-port": free_port(),
-        "--dashboard-agent-listen-port": free_port(),
-        "--dashboard-agent-grpc-port": free_port(),
-        "--metrics-export-port": free_port(),
-        "--runtime-env-agent-port": free_port(),
-        "--ray-client-server-port": free_port(),
-    }
-    cmd = [
-        str(VENV_BIN / "ray"),
-        "start",
-        "--head",
-        "--block",
-        "--num-cpus",
-        str(num_cpus),
-        "--dashboard-host",
-        "127.0.0.1",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--temp-dir",
-        temp_dir,
-        "--include-dashboard",
-        "true",
-        "--disable-usage-stats",
-    ]
-    for flag, port in ports.items():
-        cmd += [flag, str(port)]
-    log = workdir / "ray-head.log"
-    address = f"http://127.0.0.1:{dashboard}"
-    with serving(cmd, venv_env(**(env or {})), log, f"{address}/api/version", 120, stop_s=60):
-        yield address
 
 
 def stock_python(workdir: Path) -> Path:
