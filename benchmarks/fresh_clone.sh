@@ -3,8 +3,9 @@
 # `make study` (including the venv install it triggers) and then `make test`.
 #   bash benchmarks/fresh_clone.sh [--smoke]      (--smoke: `make study STUDY_ARGS=--smoke-test`)
 # Writes benchmarks/results/fresh_clone.txt; the full logs stay in a /tmp folder it names, also
-# when a command fails. The clone sits in /tmp, outside the workspace: no ../shared, so the MOSI
-# preset's labels fall back to the linear map (synthetic.py) and the shared-data tests skip.
+# when a command fails. The clone sits in /tmp, outside the workspace: no ../shared, so the
+# shared-data tests skip (the MOSI preset's labels are packaged, data/mosi_labels.py: the same
+# dataset as in the workspace).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/.." && git rev-parse --show-toplevel)"

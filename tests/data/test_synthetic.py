@@ -9,20 +9,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from paths import SHARED_DATA
+from robustmsa.data import mosi_labels
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.oracle import Oracle
 from robustmsa.data.parquet import open_dataset
 from robustmsa.data.source import dataset_dir
 from robustmsa.data.synthetic import (
     GENERATOR_FILE,
-    MOSI_LABELS_ENV,
     PRESETS,
     SynthPreset,
     ensure_synthetic,
     generate,
     read_generator,
-    read_mosi_labels,
 )
 from robustmsa.errors import DataError
 
@@ -30,10 +28,6 @@ from robustmsa.errors import DataError
 TINY_SIZES = {"train": 160, "valid": 48, "test": 48}
 TINY_LENGTHS = {"text": 8, "audio": 10, "vision": 12}
 TINY_DIMS = {"text": 16, "audio": 5, "vision": 7}
-MOSI_LABELS = SHARED_DATA / "cmu-mosi-labels"
-needs_mosi_labels = pytest.mark.skipif(
-    not (MOSI_LABELS / "y_train.h5").is_file(), reason="shared cmu-mosi-labels absent"
-)
 
 
 def test_generate_is_deterministic_in_preset_and_seed(tmp_path, tiny_dataset):
@@ -274,32 +268,19 @@ def _mosi_shaped_small() -> SynthPreset:
     )
 
 
-def test_mosi_label_map_falls_back_to_linear_without_the_label_file(tmp_path, monkeypatch):
-    monkeypatch.setenv(MOSI_LABELS_ENV, str(tmp_path / "no-such-folder"))
-    root = generate(_mosi_shaped_small(), tmp_path / "d", seed=0, name="mosi")
-    split = open_dataset(root)["train"]
-    assert "labels=linear-fallback" in split.meta.source
-    y = split.labels.numpy()
-    assert y.min() >= -3.0 and y.max() <= 3.0
-    assert len(np.unique(y)) > 40  # continuous, not the real label values
-    assert read_generator(root / GENERATOR_FILE).label_map.kind == "linear"
-
-
-@needs_mosi_labels
-def test_mosi_label_file_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(MOSI_LABELS_ENV, str(MOSI_LABELS / "y_train.h5"))
+def test_mosi_label_map_uses_the_packaged_labels(tmp_path):
     root = generate(_mosi_shaped_small(), tmp_path / "d", seed=0, name="mosi")
     split = open_dataset(root)["train"]
     assert "labels=mosi-quantile" in split.meta.source
-    real = set(np.float32(read_mosi_labels(MOSI_LABELS / "y_train.h5")).tolist())
-    assert set(split.labels.numpy().tolist()) <= real
+    assert set(split.labels.numpy().tolist()) <= set(np.float32(mosi_labels.VALUES).tolist())
+    label_map = read_generator(root / GENERATOR_FILE).label_map
+    assert label_map.kind == "quantile"
+    np.testing.assert_array_equal(np.array(label_map.knots), mosi_labels.train_labels())
 
 
 @pytest.fixture(scope="module")
 def mosi(tmp_path_factory):
     """The full synthetic MOSI, seed 0 (a few seconds, once)."""
-    if not (MOSI_LABELS / "y_train.h5").is_file():
-        pytest.skip("shared cmu-mosi-labels absent")
     return generate("mosi", tmp_path_factory.mktemp("mosi") / "mosi", seed=0)
 
 
@@ -325,7 +306,7 @@ def test_mosi_labels_follow_the_real_distribution(mosi):
     value for 2199 draws is 0.035).
     """
     # Compared in float32, the stored label precision (0.2 is not 0.2f).
-    real = np.sort(read_mosi_labels(MOSI_LABELS / "y_train.h5")).astype(np.float32)
+    real = mosi_labels.train_labels().astype(np.float32)
     splits = open_dataset(mosi)
     y = np.concatenate([s.labels.numpy() for s in splits.values()])
     assert set(y.tolist()) <= set(real.tolist())
@@ -360,5 +341,5 @@ def test_mosi_oracle_predicts_a_median_of_the_discrete_label(mosi):
     assert below_share <= 0.5 + 0.06, below_share
     assert at_share >= 0.5 - 0.06, at_share
     # The prior median is a real label value: the lower median of the train labels.
-    real = np.sort(read_mosi_labels(MOSI_LABELS / "y_train.h5"))
+    real = mosi_labels.train_labels()
     assert orc.prior_median() == pytest.approx(real[math.ceil(len(real) / 2) - 1])

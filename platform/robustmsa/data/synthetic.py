@@ -27,21 +27,18 @@ Generative model, per sample (``K, P, Q`` = ``latent_dim, private_dim, nuisance_
   * ``"linear"``: ``g(s) = clip(center + scale * s, lo, hi)`` (``label_center``,
     ``label_scale``, ``label_range``);
   * ``"mosi"``: the empirical quantile function of the real CMU-MOSI train labels
-    (``cmu-mosi-labels/y_train.h5``, 1284 values) composed with the normal CDF,
-    ``g(s) = y_(k)``, ``k = ceil(Phi(s) N)`` (clamped to ``1..N``), ``y_(1) <= ... <= y_(N)`` the
-    sorted real labels. Each real label value is hit with probability ``1/N`` per copy, so the
-    synthetic labels take exactly the real values with the real frequencies, discrete atoms
-    included (about 4.1 % exact zeros, which matters for Has0/Non0 Acc-2). When that file is
-    absent the map falls back to the linear one (``center 0, scale 1.5`` into ``[-3, 3]``) and
-    the dataset's ``source`` says ``labels=linear-fallback``. The file is found through the
-    environment variable ``ROBUSTMSA_MOSI_LABELS`` (the file or its folder), else at
-    ``<repository>/../shared/data/cmu-mosi-labels/y_train.h5``. Nodes of a cluster that differ
-    in having the file generate different data (different digest and ``source``).
+    (`robustmsa.data.mosi_labels`: the 1284 values, packaged with their source) composed with
+    the normal CDF, ``g(s) = y_(k)``, ``k = ceil(Phi(s) N)`` (clamped to ``1..N``),
+    ``y_(1) <= ... <= y_(N)`` the sorted real labels. Each real label value is hit with
+    probability ``1/N`` per copy, so the synthetic labels take exactly the real values with the
+    real frequencies, discrete atoms included (about 4.1 % exact zeros, which matters for
+    Has0/Non0 Acc-2). The labels ship inside the package, so every checkout and cluster node
+    generates the same data; the dataset's ``source`` says ``labels=mosi-quantile``.
 
-Generation is deterministic in ``(preset, seed)`` (and, for ``mosi``, the label file). The
-generator's parameters are stored in the dataset directory as ``generator.npz``
-(`GENERATOR_FILE`, format in `write_generator`), so the oracle can be loaded from the dataset
-alone; a dataset without the file (imported real data) has no oracle.
+Generation is deterministic in ``(preset, seed)`` and reads no file. The generator's
+parameters are stored in the dataset directory as ``generator.npz`` (`GENERATOR_FILE`, format
+in `write_generator`), so the oracle can be loaded from the dataset alone; a dataset without
+the file (imported real data) has no oracle.
 """
 
 from __future__ import annotations
@@ -56,20 +53,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustmsa.data import mosi_labels
 from robustmsa.data.batch import MODALITIES
+from robustmsa.data.frame_cache import progress_bar
 from robustmsa.data.parquet import SplitArrays, write_dataset
 from robustmsa.data.schema import SPLITS, DatasetMeta
 from robustmsa.errors import DataError
 
 GENERATOR_FILE = "generator.npz"
 GENERATOR_FORMAT = 1
-MOSI_LABELS_ENV = "ROBUSTMSA_MOSI_LABELS"
-# <repo>/platform/robustmsa/data/synthetic.py -> <repo>/../shared/data/cmu-mosi-labels (an
-# editable checkout; elsewhere the path simply does not exist).
-_HERE = Path(__file__).resolve()
-_DEFAULT_MOSI_LABELS = (
-    _HERE.parents[4] / "shared" / "data" / "cmu-mosi-labels" if len(_HERE.parents) > 4 else None
-)
 # Samples generated per chunk: bounds the temporaries of the large presets (MOSEI). Part of
 # the draw order, hence of the data: changing it changes every dataset.
 _CHUNK = 256
@@ -81,7 +73,7 @@ class SynthPreset:
 
     ``emission_noise`` is ``sigma_m``: one float for every modality or a dict per modality.
     ``label_map`` is ``"linear"`` or ``"mosi"``; ``label_scale``/``label_center`` define the
-    linear map (also the fallback of ``"mosi"``); ``label_noise`` is ``tau`` in [0, 1).
+    linear map (unused by ``"mosi"``); ``label_noise`` is ``tau`` in [0, 1).
     """
 
     split_sizes: dict[str, int]
@@ -220,40 +212,18 @@ class LabelMap:
         return f"quantile(n={len(self.knots)})"
 
 
-def mosi_label_file() -> Path | None:
-    """The real MOSI train-label file, or None where this machine lacks it (module docstring)."""
-    configured = os.environ.get(MOSI_LABELS_ENV)
-    path = Path(configured) if configured else _DEFAULT_MOSI_LABELS
-    if path is None:
-        return None
-    if path.is_dir():
-        path = path / "y_train.h5"
-    return path if path.is_file() else None
-
-
-def read_mosi_labels(path: str | Path) -> np.ndarray:
-    """The labels in an MFN-style ``y_train.h5`` (dataset ``data``, else ``d1``), float64."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        key = "data" if "data" in f else "d1"
-        y = np.asarray(f[key][()], dtype=np.float64).reshape(-1)
-    if y.size == 0 or not np.all(np.isfinite(y)):
-        raise DataError(f"{path}: expected finite labels in dataset 'data'")
-    return y
-
-
 def _label_map(preset: SynthPreset) -> tuple[LabelMap, str]:
-    """The preset's `LabelMap` and its description for the dataset ``source``."""
+    """The preset's `LabelMap` and its description for the dataset ``source``.
+
+    ``"mosi"`` always uses the packaged train labels (`robustmsa.data.mosi_labels`); the
+    description ``mosi-quantile`` is unchanged from when they were read from a file, so the
+    datasets (and digests) are the same as those generated with that file.
+    """
     lo, hi = preset.label_range
-    linear = LabelMap("linear", preset.label_center, preset.label_scale, lo, hi)
     if preset.label_map == "linear":
-        return linear, "linear"
-    path = mosi_label_file()
-    if path is None:
-        return linear, "linear-fallback (no cmu-mosi-labels/y_train.h5)"
-    knots = np.sort(read_mosi_labels(path))
-    return LabelMap("quantile", lo=lo, hi=hi, knots=tuple(knots.tolist())), "mosi-quantile"
+        return LabelMap("linear", preset.label_center, preset.label_scale, lo, hi), "linear"
+    knots = tuple(mosi_labels.train_labels().tolist())
+    return LabelMap("quantile", lo=lo, hi=hi, knots=knots), "mosi-quantile"
 
 
 # --- generation -------------------------------------------------------------------------------
@@ -380,7 +350,12 @@ def read_generator(path: str | Path) -> GeneratorParams:
 
 
 def generate(
-    preset: str | SynthPreset, out_dir: str | Path, seed: int = 0, *, name: str | None = None
+    preset: str | SynthPreset,
+    out_dir: str | Path,
+    seed: int = 0,
+    *,
+    name: str | None = None,
+    progress: bool | None = None,
 ) -> Path:
     """Generate the synthetic dataset ``preset`` (a `PRESETS` name or a `SynthPreset`) with
     ``seed`` into the new directory ``out_dir``; returns ``out_dir``.
@@ -388,6 +363,7 @@ def generate(
     The directory (three Parquet splits and `GENERATOR_FILE`) appears atomically: it is
     assembled in a hidden sibling directory and renamed into place. ``name`` (default: the
     preset's name, ``"custom"`` for an instance) goes into the dataset name and ``source``.
+    ``progress``: a bar over the splits and the write (None: only when stderr is a terminal).
     """
     if isinstance(preset, SynthPreset):
         spec, label = preset, name or "custom"
@@ -401,7 +377,11 @@ def generate(
     label_map, label_desc = _label_map(spec)
     rng = np.random.default_rng(seed)
     par = _draw_params(rng, spec, label_map)
-    splits = {s: _split(rng, spec, par, spec.split_sizes[s], s) for s in SPLITS}
+    bar = progress_bar(len(SPLITS) + 1, f"synthetic {label}", progress, unit="step")
+    splits = {}
+    for s in SPLITS:
+        splits[s] = _split(rng, spec, par, spec.split_sizes[s], s)
+        bar.update()
     lo, hi = spec.label_range
     meta = DatasetMeta(
         name=f"synthetic-{label}",
@@ -416,7 +396,9 @@ def generate(
         par.digest = meta.digest
         write_generator(written / GENERATOR_FILE, par)
         os.replace(written, out)
+        bar.update()
     finally:
+        bar.close()
         shutil.rmtree(staging, ignore_errors=True)
     return out
 
