@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STUDY_ARGS ?=
 
-.PHONY: help install study test test-unit lint format clean-study
+.PHONY: help install browser study test test-unit lint format clean-study
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,10 +21,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0" -e ".[test]"
 	touch $(STAMP)
 
+# Debian's chromium for the MLflow UI test, with apt-get where no Chromium is on PATH (a
+# `command -v` when present). Playwright, which drives it, comes with the test extras.
+browser:  ## install Chromium for the browser test where absent (idempotent)
+	bash scripts/install_browser.sh
+
 study: $(STAMP)  ## run the QA-MoE search embedded (local Ray, sqlite MLflow in this folder)
 	$(PY) studies/qa_moe_search.py $(STUDY_ARGS)
 
-test: $(STAMP)  ## run the unit and integration tests
+test: $(STAMP) browser  ## run the unit and integration tests (the browser test included)
 	$(PY) -m pytest
 
 test-unit: $(STAMP)  ## run the unit tests only (no Ray head, no MLflow server)

@@ -46,14 +46,22 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
         "--smoke-test", action="store_true", help="a tiny study (synthetic 'tiny', 2 trials)"
     )
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="folder for local outputs")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show what Ray, Tune, MLflow and Optuna print on their own (a line per "
+        "checkpoint, Tune's tables and TensorBoard hint); by default one line per trial event",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = [f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()] if args.smoke_test else []
         config = load(args.config, overrides + args.overrides)
         if args.smoke_test and config.data.source == "synthetic":
             config = load(args.config, [*overrides, "data.preset=tiny", *args.overrides])
+        from robustmsa.search.console import quiet_ray_logs
         from robustmsa.search.study import run_study
 
+        quiet_ray_logs(args.verbose)  # before Ray starts: its local workers inherit it
         result = run_study(config, root=args.root)
     except RobustMSAError as exc:
         return _fail(str(exc))
@@ -64,12 +72,26 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
 def format_result(result, experiment: str) -> str:
     lines = [f"Study finished in {result.wall_s:.1f} s: {len(result.trials)} searched trials"]
     if result.trials:
-        lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  params")
+        lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  {'outcome':<9}  params")
     for t in result.trials:
         score = f"{t['score']:.4f}" if t["score"] is not None else "-"
         params = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(t["params"].items()))
         note = f"  [error: {t['error']}]" if t["error"] else ""
-        lines.append(f"  {t['trial_id']!s:<12} {score:>8} {t['epochs']!s:>6}  {params}{note}")
+        outcome = t.get("outcome") or "-"
+        lines.append(
+            f"  {t['trial_id']!s:<12} {score:>8} {t['epochs']!s:>6}  {outcome:<9}  {params}{note}"
+        )
+    if result.trials and result.reference:
+        r = result.reference
+        lines.append(
+            f"  {'reference':<12} {r['score']:>8.4f} {'':>6}  {'':<9}  {r['model']} at its "
+            "defaults (the baseline of effective robustness)"
+        )
+    if result.trials and result.oracle_score is not None:
+        lines.append(
+            f"  {'oracle':<12} {result.oracle_score:>8.4f} {'':>6}  {'':<9}  the Bayes oracle on "
+            "the same inputs (the ceiling)"
+        )
     if result.comparison and "summary" in result.comparison[0]:  # search.kind compare_models
         from robustmsa.search.model_comparison import format_comparison
 
@@ -78,7 +100,9 @@ def format_result(result, experiment: str) -> str:
     if result.best:
         lines.append(
             f"Best trial {result.best['trial_id']}: validation spectrum score "
-            f"{result.best['score']:.4f} (mean MAE over the reliability spectrum)"
+            f"{result.best['score']:.4f} (mean MAE over the reliability spectrum); its test "
+            f"report and figures, and the reference's: runs {result.selected_run_id}"
+            + (f" and {result.reference['run_id']}" if result.reference else "")
         )
     if result.code:
         c = result.code
@@ -89,11 +113,16 @@ def format_result(result, experiment: str) -> str:
     lines.append(f"MLflow: {result.tracking_uri}  experiment '{experiment}'")
     lines.append(f"  parent run {result.parent_run_id} (best_config.yaml attached)")
     lines.append(f"Ray Tune results: {result.storage_path}")
-    if result.tracking_uri.startswith("sqlite:"):
+    from robustmsa.tracking.runs import runs_view_url  # the runs view, not GenAI traces
+
+    if result.tracking_uri.startswith(("http://", "https://")):
+        lines.append(f"See them: {runs_view_url(result.tracking_uri, result.experiment_id)}")
+    elif result.tracking_uri.startswith("sqlite:"):
         mlflow = Path(sys.executable).with_name("mlflow")
+        ui = runs_view_url("http://127.0.0.1:5000", result.experiment_id)
         lines.append(
             f"See them: {mlflow} ui --backend-store-uri {result.tracking_uri} "
-            "--host 127.0.0.1 --port 5000   (then open http://127.0.0.1:5000)"
+            f"--host 127.0.0.1 --port 5000   (then open {ui})"
         )
     else:
         lines.append(f"See them: open {result.tracking_uri} in a browser")
@@ -258,6 +287,54 @@ def _evaluate(args) -> None:
     print(f"spectrum score ({args.split}): {spectrum_score(rows):.4f}")
 
 
+def _add_report_command(sub) -> None:
+    rep = sub.add_parser(
+        "report",
+        help="draw a logged run's figures",
+        description="Draw the figures of a run that a study logged (its validation spectrum, "
+        "and its test report when it has one), with the study's oracle as the ceiling, from "
+        "the numbers the run logged: nothing is retrained or re-evaluated. The figures are "
+        "logged to the run under figures/<split>/ and, with --out, written there too.",
+    )
+    rep.add_argument("--run-id", required=True, help="MLflow run id of a trial or reference run")
+    rep.add_argument("--out", type=Path, help="also write the PNGs to OUT/<split>/")
+    rep.add_argument(
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlruns.db (sqlite)"
+    )
+
+
+def _read_only_store(configured: str | None) -> str:
+    """The tracking URI of a command that only reads runs: checked to answer, and for a
+    sqlite store to exist (MLflow would create an empty one and then find no run)."""
+    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(configured, Path.cwd())
+    check_reachable(uri)
+    if uri.startswith("sqlite:///"):
+        path = Path.cwd() / uri.removeprefix("sqlite:///")  # sqlite:////abs: an absolute path
+        if not path.is_file():
+            raise RobustMSAError(f"MLflow tracking URI {uri}: no such store ({path} not found)")
+    return uri
+
+
+def _report(args) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.errors import ConfigError
+    from robustmsa.evaluation.report import get_run, report_run, run_tables
+
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out}: exists and is not a directory")
+    client = MlflowClient(_read_only_store(args.tracking_uri))
+    run_tables(client, get_run(client, args.run_id))  # refuses a run with nothing to draw
+    drawn = report_run(client, args.run_id, out_dir=args.out)
+    for split, paths in drawn.items():
+        where = f"figures/{split}/ of run {args.run_id}"
+        print(f"{split}: {len(paths)} figures logged to {where}")
+        for path in paths:
+            print(f"  {path}")
+
+
 def _add_cluster_command(sub) -> None:
     cluster = sub.add_parser("cluster", help="cluster files").add_subparsers(
         dest="cluster_command", required=True
@@ -298,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(sub)
     _add_evaluate_command(sub)
+    _add_report_command(sub)
     _add_cluster_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -306,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             _run_data_command(args)
         elif args.command == "evaluate":
             _evaluate(args)
+        elif args.command == "report":
+            _report(args)
         elif args.command == "cluster":
             return _run_cluster_command(args)
     except RobustMSAError as exc:

@@ -255,6 +255,24 @@ class SearchConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """What a search study evaluates beyond each epoch's validation (`robustmsa.search.
+    study_evaluation`). A pruned trial ends with what it logged while training; a completed one
+    gets its best epoch's validation spectrum; the oracle is computed once per split and logged
+    on the parent run; figures are drawn for the selected trial and the reference model
+    (``robustmsa report --run-id RUN`` draws any other run's).
+
+    ``test_policy``: ``selected`` evaluates the test split once per study, after the search,
+    for the trial selected on validation and for the reference model (no other trial ever sees
+    test); ``completed`` evaluates every completed trial on test in its finishing task (the
+    earlier behaviour: a test report per completed trial). Comparison studies (``per_rate``,
+    ``one_checkpoint_for_all``, ``compare_models``) report every variant on test either way.
+    """
+
+    test_policy: Literal["selected", "completed"] = "selected"
+
+
+@dataclass
 class TrackingConfig:
     """MLflow. ``uri`` None: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///mlruns.db``."""
 
@@ -270,6 +288,7 @@ class StudyConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def model_params(self) -> Any:

@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.request
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -80,20 +81,75 @@ def serving(
 
 
 @contextmanager
-def mlflow_server(workdir: Path):
-    """An MLflow server on 127.0.0.1 with a sqlite store; yields its URI."""
+def mlflow_server(
+    workdir: Path, backend_store_uri: str | None = None, artifacts: Path | None = None
+):
+    """An MLflow server on 127.0.0.1 with a sqlite store; yields its URI.
+
+    A new store in ``workdir`` by default; ``backend_store_uri`` and ``artifacts`` (its
+    ``--artifacts-destination``) serve an existing one, e.g. an embedded study's."""
     port = free_port()
     log = workdir / "mlflow-server.log"
     cmd = [
         str(VENV_BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts"),
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}",
+        "--serve-artifacts", "--artifacts-destination", str(artifacts or workdir / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     env = venv_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     uri = f"http://127.0.0.1:{port}"
     with serving(cmd, env, log, f"{uri}/health", 90):
         yield uri
+
+
+@dataclass(frozen=True)
+class SmokeStudy:
+    """An embedded smoke study's outputs (`run_smoke_study`)."""
+
+    root: Path  # the study's --root: its sqlite store, artifacts, Ray results, data
+    tracking_uri: str  # sqlite:///<root>/mlruns.db
+    artifacts: Path  # <root>/mlartifacts, the experiments' artifact locations
+    experiment: str  # the MLflow experiment's name
+    stdout: str  # what the study printed (format_result's summary at its end)
+    wall_s: float
+
+
+def run_smoke_study(
+    root: Path, script: str = "studies/qa_moe_search.py", timeout: float = 900
+) -> SmokeStudy:
+    """Run ``script --smoke-test --root root`` embedded (local Ray, sqlite MLflow store) with
+    the venv's Python, as a user would: no tracking URI, no Ray address in its environment.
+    Fails with the tail of its output when it does not exit 0 within ``timeout`` (then its
+    process group, its local Ray included, is killed). Its output is also in root/study.log."""
+    from paths import REPO
+
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    cmd = [sys.executable, script, "--smoke-test", "--root", str(root)]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=venv_env(), text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the group we created with start_new_session
+        stdout, stderr = proc.communicate()
+    wall_s = time.time() - started
+    (root / "study.log").write_text(stdout + stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited with {proc.returncode} after {wall_s:.0f} s:\n"
+            f"{(stdout + stderr)[-4000:]}"
+        )
+    return SmokeStudy(
+        root=root,
+        tracking_uri=f"sqlite:///{root / 'mlruns.db'}",
+        artifacts=root / "mlartifacts",
+        experiment="qa_moe_search",  # tracking.experiment of studies/configs/qa_moe_search.yaml
+        stdout=stdout,
+        wall_s=wall_s,
+    )
 
 
 def stock_python(workdir: Path) -> Path:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -57,16 +60,24 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
     assert reference.info.status == "FINISHED"
     children = [r for r in nested if r is not reference]
     assert len(children) == 3
-    for child in children:
-        for curve in ("missing/all", "noise/all"):
-            assert f"robust/{curve}/effective_mae" in child.data.metrics
     assert all(r.info.status == "FINISHED" for r in runs)
     for child in children:
         # Every resolved parameter, once; sampled values differ per trial.
         assert child.data.params["model.name"] == "qa_moe"
         k, e = (int(child.data.params[f"model.params.{p}"]) for p in ("top_k", "num_experts"))
         assert 1 <= k <= e <= 8
-        assert "spectrum/noise/all/mae" in child.data.metrics
+        # A completed trial gets its best epoch's validation spectrum and its effective
+        # robustness; a pruned one ends with what it logged while training.
+        completed = child.data.tags["robustmsa.outcome"] == "completed"
+        assert ("spectrum/noise/all/mae" in child.data.metrics) == completed
+        for curve in ("missing/all", "noise/all"):
+            assert (f"robust/{curve}/effective_mae" in child.data.metrics) == completed
+        assert "val/spectrum_score" in child.data.metrics  # logged while training
+        logged = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
+        assert "checkpoint/spectrum_valid.json" in logged  # any run can be drawn later
+        # The oracle is the study's, on the parent, never copied into a trial's run.
+        assert not any(k.startswith(("oracle/", "test/oracle/")) for k in child.data.metrics)
+    _check_parent_summary(client, result, reference, children)
     # Provenance: the dataset is an input of every trial run and of the study run.
     digest = None
     for run_id in [result.parent_run_id] + [c.info.run_id for c in nested]:
@@ -87,24 +98,48 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
         c for c in children if c.data.tags["robustmsa.trial_id"] == result.best["trial_id"]
     ]
     assert exported.training.lr == pytest.approx(float(best_trial[0].data.params["training.lr"]))
-    _check_test_split_and_reevaluation(client, children, tmp_path)
+    _check_test_split_and_reevaluation(client, result, reference, children, tmp_path)
 
 
-def _check_test_split_and_reevaluation(client, children, tmp_path):
-    """Completed trials were evaluated on test once (tagged); pruned ones never. The logged
-    checkpoint re-evaluates (``robustmsa evaluate``) to exactly the logged numbers."""
-    completed = [c for c in children if c.data.tags["robustmsa.outcome"] == "completed"]
-    assert completed, "a 3-epoch study with grace period 1 completes at least one trial"
-    for child in children:
-        tested = TEST_TAG in child.data.tags
-        assert tested == (child in completed)
-        assert any(k.startswith("test/spectrum/") for k in child.data.metrics) == tested
-    run = completed[0]
+def _check_parent_summary(client, result, reference, children):
+    """The parent holds the oracle once per split and the study's summary."""
+    parent = client.get_run(result.parent_run_id)
+    metrics = parent.data.metrics
+    assert "oracle/spectrum/noise/all/mae" in metrics  # the validation points
+    assert "test/oracle/spectrum/grid/text/eta_0.25/mae" in metrics  # the test report's
+    assert metrics["reference/val/spectrum_score"] == pytest.approx(result.reference["score"])
+    assert metrics["oracle/val/spectrum_score"] == pytest.approx(result.oracle_score)
+    assert result.oracle_score < min(t["score"] for t in result.trials)  # it is the ceiling
+    assert parent.data.tags["robustmsa.reference_run_id"] == reference.info.run_id
+    selected = parent.data.tags["robustmsa.selected_run_id"]
+    assert selected == result.selected_run_id
+    assert client.get_run(selected).data.tags["robustmsa.trial_id"] == result.best["trial_id"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(parent.info.run_id, "tables/study_trials.json", tmp)
+        table = json.loads(Path(path).read_text())
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    outcomes = {c.info.run_id: c.data.tags["robustmsa.outcome"] for c in children}
+    assert {r["run_id"]: r["outcome"] for r in rows} == outcomes
+
+
+def _check_test_split_and_reevaluation(client, result, reference, children, tmp_path):
+    """Only the selected trial and the reference were evaluated on test, once (tagged), and
+    only they have figures. The logged checkpoint re-evaluates (``robustmsa evaluate``) to
+    exactly the logged numbers."""
+    presented = {result.selected_run_id, reference.info.run_id}
+    for run in [*children, reference]:
+        run = client.get_run(run.info.run_id)
+        shown = run.info.run_id in presented
+        assert (TEST_TAG in run.data.tags) == shown
+        assert any(k.startswith("test/spectrum/") for k in run.data.metrics) == shown
+        assert bool(client.list_artifacts(run.info.run_id, "figures")) == shown
+    run = client.get_run(result.selected_run_id)
     # The test report covers the whole spectrum: every protocol, with the λ x η heat maps.
     for key in ("test/robust/patterns/worst_mae", "test/robust/joint/text/auilc_mae"):
         assert key in run.data.metrics
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures/test")}
     assert {f"figures/test/heatmap_{m}_mae.png" for m in MODALITIES} <= figures
+    assert client.list_artifacts(run.info.run_id, "figures/valid")
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     out = tmp_path / "valid.parquet"
     args = ["evaluate", "--run-id", run.info.run_id, "--tracking-uri", uri]
@@ -130,13 +165,15 @@ def _check_test_split_and_reevaluation(client, children, tmp_path):
 def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     # TPE starts with seeded random sampling: the same seed proposes the same points. The
     # second study names its dataset and its Tune storage by file:// URIs (the code path of
-    # s3:// and gs://, tests/integration/test_job_submit.py): that changes nothing else.
+    # s3:// and gs://, tests/integration/test_job_submit.py) and evaluates every completed
+    # trial on test (the earlier policy): that changes nothing else.
     first = run_study(
         smoke_config(tmp_path / "a", **{"search.num_samples": 2}), root=tmp_path / "a"
     )
     data_uri = (tmp_path / "a" / "data" / "synthetic-tiny-seed0").as_uri()
     storage_uri = (tmp_path / "b" / "tune").as_uri()
     uris = {"data.source": "parquet", "data.path": data_uri, "search.storage_path": storage_uri}
+    uris["evaluation.test_policy"] = "completed"
     second = run_study(
         smoke_config(tmp_path / "b", **{"search.num_samples": 2, **uris}), root=tmp_path / "b"
     )
@@ -149,6 +186,10 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     _, runs = runs_of(tmp_path / "b")
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert {r.data.params["data.path"] for r in trials} == {data_uri}
+    for trial in trials:
+        completed = trial.data.tags["robustmsa.outcome"] == "completed"
+        assert (TEST_TAG in trial.data.tags) == completed, trial.data.tags
+    assert any(TEST_TAG in t.data.tags for t in trials)
     digests = {i.dataset.digest for r in trials for i in r.inputs.dataset_inputs}
     _, first_runs = runs_of(tmp_path / "a")
     assert digests == {i.dataset.digest for r in first_runs for i in r.inputs.dataset_inputs}

@@ -18,7 +18,7 @@ from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.trial import FinishingTasks, TrialRunFinisher
 from robustmsa.tracking.runs import TRIAL_TAG
-from robustmsa.training.checkpoint import BEST_MODEL_FILE
+from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, ROWS_FILE, STATE_FILE
 from tiny_training import tiny_config, train
 
 
@@ -79,7 +79,7 @@ def test_the_callback_returns_before_the_run_is_finished(checkpoint, store, all_
     would go on scheduling) and the run stays RUNNING until the experiment's end waits."""
     uri, client, experiment = store
     run_id, trial = _trial(client, experiment, "t1", checkpoint)
-    finisher = TrialRunFinisher(uri, experiment)
+    finisher = TrialRunFinisher(uri, experiment, evaluate_test=True)
     finisher.on_trial_complete(0, [trial], trial)
     assert client.get_run(run_id).info.status == "RUNNING"
     all_cpus_held()
@@ -92,6 +92,28 @@ def test_the_callback_returns_before_the_run_is_finished(checkpoint, store, all_
     assert "spectrum/clean/all/mae" in run.data.metrics
 
 
+def test_without_a_test_evaluation_the_finishing_holds_no_cpu(checkpoint, store, all_cpus_held):
+    """The default policy: a completed trial's finishing only logs what its checkpoint holds
+    (its best epoch's validation spectrum, the checkpoint files), so it runs while every CPU
+    is held by training, and it evaluates nothing on test and draws no figure."""
+    uri, client, experiment = store
+    run_id, trial = _trial(client, experiment, "t1", checkpoint)
+    finisher = TrialRunFinisher(uri, experiment, resources={"cpu": 1})
+    finisher.on_trial_complete(0, [trial], trial)
+    finisher.on_experiment_end([trial])  # returns although no CPU is free
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["robustmsa.outcome"] == "completed"
+    assert "spectrum/clean/all/mae" in run.data.metrics
+    assert TEST_TAG not in run.data.tags
+    assert not any(k.startswith(("test/", "oracle/")) for k in run.data.metrics)
+    assert client.list_artifacts(run_id, "figures") == []
+    logged = {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+    assert logged == {
+        f"checkpoint/{n}" for n in (BEST_MODEL_FILE, CONFIG_FILE, STATE_FILE, ROWS_FILE)
+    }
+
+
 def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tmp_path):
     """Fault injection: one trial's best weights are not a torch file. Its run ends FAILED
     with the cause, the experiment's end raises naming it, and the other trial finishes."""
@@ -101,7 +123,7 @@ def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tm
     (broken / BEST_MODEL_FILE).write_bytes(b"not a checkpoint")
     good_id, good = _trial(client, experiment, "good", checkpoint)
     bad_id, bad = _trial(client, experiment, "bad", broken)
-    finisher = TrialRunFinisher(uri, experiment)
+    finisher = TrialRunFinisher(uri, experiment, evaluate_test=True)
     for trial in (bad, good):
         finisher.on_trial_complete(0, [bad, good], trial)
     with pytest.raises(RobustMSAError, match=rf"finishing trial runs failed: .*run {bad_id}"):
@@ -119,7 +141,7 @@ def test_a_shared_task_list_is_awaited_by_its_owner(checkpoint, store, all_cpus_
     uri, client, experiment = store
     run_id, trial = _trial(client, experiment, "t1", checkpoint)
     tasks = FinishingTasks(uri)
-    finisher = TrialRunFinisher(uri, experiment, tasks=tasks)
+    finisher = TrialRunFinisher(uri, experiment, tasks=tasks, evaluate_test=True)
     finisher.on_trial_complete(0, [trial], trial)
     finisher.on_experiment_end([trial])
     assert client.get_run(run_id).info.status == "RUNNING"
@@ -138,7 +160,9 @@ def test_cancelled_tasks_leave_their_runs_to_the_study(checkpoint, store, all_cp
     uri, client, experiment = store
     run_id, trial = _trial(client, experiment, "t1", checkpoint)
     tasks = FinishingTasks(uri)
-    TrialRunFinisher(uri, experiment, tasks=tasks).on_trial_complete(0, [trial], trial)
+    TrialRunFinisher(uri, experiment, tasks=tasks, evaluate_test=True).on_trial_complete(
+        0, [trial], trial
+    )
     ((_, _, task),) = tasks._pending
     tasks.cancel()
     all_cpus_held()

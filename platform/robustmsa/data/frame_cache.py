@@ -19,7 +19,9 @@ process build while concurrent openers (two DDP ranks, two trials) wait and then
 
 Location: ``$ROBUSTMSA_FRAME_CACHE`` or ``~/.cache/robustmsa/frames`` unless the caller names a
 directory (the training loop uses ``<data.cache_dir>/frames``). Every build first removes the
-caches of Parquet files that no longer exist (`prune_orphans`).
+caches of Parquet files that no longer exist (`prune_orphans`). A build shows a progress bar
+when stderr is a terminal (`progress_bar`, also used by the dataset generator and the spectrum
+evaluator).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,6 +45,71 @@ from robustmsa.data.validate import validate_frames
 CACHE_VERSION = 1
 CHUNK_ROWS = 512
 ENV_VAR = "ROBUSTMSA_FRAME_CACHE"
+
+
+class ProgressBar:
+    """A progress bar on stderr, or nothing (`progress_bar`): ``update``, ``close``, and a
+    context manager that closes it."""
+
+    def __init__(self, bar=None):
+        self._bar = bar
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _in_ray_worker() -> bool:
+    """Whether this process is a Ray task or actor worker (never imports Ray itself)."""
+    ray = sys.modules.get("ray")
+    try:
+        return (
+            ray is not None
+            and ray.is_initialized()
+            and (ray._private.worker.global_worker.mode == ray.WORKER_MODE)
+        )
+    except AttributeError:
+        return False
+
+
+def progress_bar(
+    total: int, desc: str, enabled: bool | str | None = None, *, unit: str = "it"
+) -> ProgressBar:
+    """A bar over ``total`` steps of a long single step (a dataset's generation, a frame-cache
+    build, a spectrum evaluation over many points), the library the importers use (tqdm).
+
+    ``enabled``: False, none; None (auto), a bar on stderr only when stderr is a terminal (so
+    none in Ray workers, whose stderr is a log file, nor in tests and piped logs); True or a
+    label (which replaces ``desc``), a bar: in a Ray worker Ray's ``tqdm_ray`` (drawn by the
+    driver, which receives the worker's output through ``log_to_driver``), elsewhere tqdm on
+    stderr, cleared when done.
+    """
+    if enabled is None:
+        enabled = sys.stderr is not None and sys.stderr.isatty()
+    if not enabled:
+        return ProgressBar()
+    if isinstance(enabled, str):
+        desc = enabled
+    if _in_ray_worker():
+        from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+        return ProgressBar(ray_tqdm(total=total, desc=desc, unit=unit))
+    from tqdm import tqdm
+
+    return ProgressBar(
+        tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+    )
 
 
 def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> None:
@@ -108,6 +176,7 @@ def _build(
     present: dict[str, np.ndarray],
     ids: list[str],
     chunk_rows: int,
+    bar: ProgressBar,
 ) -> None:
     parquet = pq.ParquetFile(path, memory_map=True)
     for m in MODALITIES:
@@ -126,6 +195,7 @@ def _build(
             x = col.values.flatten().to_numpy()[first * d : last * d].reshape(-1, d)
             standardise(x, mean, std, values[offsets[row0] : offsets[r1]])
             row0 = r1
+            bar.update()
         values[-1] = 0.0  # the padding row
         values.flush()
         del values
@@ -157,13 +227,15 @@ def load_frames(
     ids: list[str],
     root: Path,
     chunk_rows: int | None = None,
+    progress: bool | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per modality ``(values (F + 1, d) mapped read-only, offsets (N + 1,))`` of the split
     file ``path``, building (and validating) the cache first when it is absent or stale.
 
     ``lengths``/``present`` are the split's validated ``m_length``/``m_present`` columns and
     ``ids`` its ids (they name rows in error messages); ``chunk_rows`` rows are streamed at a
-    time (default `CHUNK_ROWS`).
+    time (default `CHUNK_ROWS`). ``progress``: a bar over the chunks of a build (`progress_bar`;
+    None: only on a terminal).
     """
     identity = _identity(path, meta)
     target = cache_dir_for(path, root)
@@ -180,8 +252,12 @@ def load_frames(
             return found
         prune_orphans(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
+        chunk_rows = chunk_rows or CHUNK_ROWS
+        chunks = len(MODALITIES) * -(-len(ids) // chunk_rows)
+        desc = f"frame cache {path.parent.name}/{path.stem}"
         try:
-            _build(path, tmp, meta, lengths, present, ids, chunk_rows or CHUNK_ROWS)
+            with progress_bar(chunks, desc, progress, unit="chunk") as bar:
+                _build(path, tmp, meta, lengths, present, ids, chunk_rows, bar)
             (tmp / "manifest.json").write_text(json.dumps(identity))
             if target.exists():  # stale: move it aside (a directory rename cannot replace it)
                 stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale.", dir=root))

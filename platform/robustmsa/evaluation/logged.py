@@ -26,7 +26,6 @@ from robustmsa.config import StudyConfig, from_dict
 from robustmsa.data.parquet import ParquetSplit, open_dataset
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import ConfigError, RobustMSAError
-from robustmsa.evaluation.ceiling import oracle_rows
 from robustmsa.evaluation.spectrum import SpectrumEvaluator
 from robustmsa.models.base import MSAModel
 from robustmsa.spectrum import build_points
@@ -137,10 +136,12 @@ def evaluate_test_once(
 ) -> list[dict]:
     """Evaluate the finished trial's chosen checkpoint on the test split at ``protocols``
     (default: the config's ``spectrum.report_protocols``) on ``device``, log it to ``run_id``
-    (``test/spectrum/...``, ``test/robust/...``, figures) and tag the run; returns the rows.
+    (``test/spectrum/...``, ``test/robust/...``, the table; no figures: `robustmsa.evaluation.
+    report` draws them) and tag the run; returns the rows. The oracle on the same points is the
+    study's, logged once on its parent run.
 
-    Called once per completed trial, after training and selection are over. Refuses a run
-    that already has a test evaluation.
+    Called once per run, after training and selection are over. Refuses a run that already
+    has a test evaluation.
     """
     from robustmsa.tracking.spectrum import log_spectrum
 
@@ -149,7 +150,9 @@ def evaluate_test_once(
     trained = load_checkpoint(checkpoint_dir)
     names = protocols or trained.config.spectrum.report_protocols
     evaluator = split_evaluator(trained, "test", names)
-    rows = evaluator.evaluate(trained.model.to(device), device)
-    log_spectrum(client, run_id, rows, split="test", reference_rows=oracle_rows(evaluator))
+    # A minute on CPU for the full report: a bar (drawn by the driver from a Ray task).
+    bar = f"test report {run_id[:8]}"
+    rows = evaluator.evaluate(trained.model.to(device), device, progress=bar)
+    log_spectrum(client, run_id, rows, split="test", figures=False)
     client.set_tag(run_id, TEST_TAG, "once, after training; checkpoint chosen on valid")
     return rows

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.data.frame_cache import progress_bar
 from robustmsa.data.parquet import ParquetSplit, open_dataset
 from robustmsa.evaluation.metrics import regression_metrics
 from robustmsa.models.base import MSAModel
@@ -151,13 +152,20 @@ class SpectrumEvaluator:
             yield Prepared(rows, clean, draws, rates)
 
     @torch.no_grad()
-    def predict(self, model: MSAModel, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    def predict(
+        self, model: MSAModel, device: torch.device | str = "cpu", progress: bool | str = False
+    ) -> dict[str, np.ndarray]:
         """Predictions ``(N,)`` of ``model`` at every point in split row order, keyed by
-        ``point.key``."""
+        ``point.key``. ``progress``: a bar over the points of every batch (True, or its label;
+        `robustmsa.data.frame_cache.progress_bar`, tqdm_ray inside a Ray worker)."""
         was_training = model.training
         model.eval()
         digest = self.split.meta.digest
         preds = {p.key: np.full(len(self.split), np.nan, np.float32) for p in self.points}
+        batches = -(-len(self.order) // self.batch_size)
+        label = progress if isinstance(progress, str) else "spectrum"
+        desc = f"{label} ({len(self.points)} points x {batches} batches)"
+        bar = progress_bar(len(self.points) * batches, desc, bool(progress), unit="point")
         try:
             for prepared in self._cached or self._prepare():
                 prepared = prepared.to(device)
@@ -173,13 +181,19 @@ class SpectrumEvaluator:
                     out = model(batch).prediction.float().cpu().numpy()
                     for q in (p, *same):
                         preds[q.key][prepared.rows] = out
+                    bar.update(1 + len(same))
         finally:
+            bar.close()
             model.train(was_training)
         return preds
 
-    def evaluate(self, model: MSAModel, device: torch.device | str = "cpu") -> list[dict]:
-        """Long-form rows ``(protocol, modalities, level, metric, value, n)``, in point order."""
-        return self.table(self.predict(model, device))
+    def evaluate(
+        self, model: MSAModel, device: torch.device | str = "cpu", progress: bool | str = False
+    ) -> list[dict]:
+        """Long-form rows ``(protocol, modalities, level, metric, value, n)``, in point order.
+        ``progress``: a progress bar (`predict`); off by default, as in every epoch's
+        validation."""
+        return self.table(self.predict(model, device, progress))
 
     def table(self, preds: Mapping[str, np.ndarray]) -> list[dict]:
         """Long-form rows from predictions of every row at every point (`predict`, merged
@@ -228,6 +242,7 @@ def evaluate_spectrum(
     batch_size: int = 128,
     device: torch.device | str = "cpu",
     order: Sequence[int] | np.ndarray | None = None,
+    progress: bool | str = False,
 ) -> pd.DataFrame:
     """One-shot evaluation of ``model`` on ``split`` of ``dataset`` at the points of
     ``protocols`` (names as in `build_points`, e.g. ``["clean", "missing@all", "patterns"]``).
@@ -235,8 +250,9 @@ def evaluate_spectrum(
     ``dataset`` is a dataset directory or the dict `open_dataset` returns; ``split`` one of its
     split names ("valid", "test"). ``levels`` are the curve levels (default 0.0..1.0 step 0.1),
     ``seed`` the evaluation seed of the corruption, ``order`` an optional permutation of the
-    split's rows (the table does not depend on it). Batches are streamed, not cached: each is
-    read and drawn once, then corrupted and forwarded once per point.
+    split's rows (the table does not depend on it), ``progress`` a progress bar (True, or its
+    label). Batches are streamed, not cached: each is read and drawn once, then corrupted and
+    forwarded once per point.
 
     Returns a DataFrame with columns ``protocol, modalities, level, metric, value, n``, one row
     per point x metric, in point order.
@@ -250,4 +266,5 @@ def evaluate_spectrum(
     evaluator = SpectrumEvaluator(
         splits[split], points, seed=seed, batch_size=batch_size, cache=False, order=order
     )
-    return pd.DataFrame(evaluator.evaluate(model, device), columns=list(ROW_FIELDS))
+    rows = evaluator.evaluate(model, device, progress)
+    return pd.DataFrame(rows, columns=list(ROW_FIELDS))

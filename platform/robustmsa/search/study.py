@@ -11,8 +11,15 @@ Objective: ``best/val/spectrum_score`` (the best-so-far validation spectrum scor
 `robustmsa.evaluation.summaries.spectrum_score`), minimised; ASHA compares trials on it per epoch.
 
 Before the search, the study trains its reference model (``search.reference_model``, late
-fusion by default; a child run tagged ``robustmsa.role = reference``), and every trial's run
-then gets its effective robustness against that model's validation curves.
+fusion by default; a child run tagged ``robustmsa.role = reference``), and every completed
+trial's run then gets its effective robustness against that model's validation curves.
+
+What is evaluated beyond each epoch's validation follows ``evaluation.test_policy``
+(`robustmsa.search.study_evaluation`): the oracle once per split on the parent (computed beside
+the reference's training), the test split once, after the search, for the selected trial and
+the reference, and figures for those two only. The parent run also holds the study's summary:
+the best score, the reference's and the oracle's scores, the trials table and
+``best_config.yaml``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ class StudyResult:
     comparison: list[dict] | None = None  # search.kind per_rate, one_checkpoint_for_all, ...
     code: dict[str, str] | None = None  # robustmsa.provenance.code_identity of the driver
     max_concurrent: int | None = None  # search.max_concurrent, resolved
+    reference: dict | None = None  # {"run_id", "model", "score"}: the reference model's run
+    oracle_score: float | None = None  # the oracle's validation spectrum score (synthetic data)
+    selected_run_id: str | None = None  # the run of the trial selected on validation
     wall_s: float = 0.0
 
 
@@ -80,6 +90,7 @@ def init_ray(logical_cpus: int = 2) -> None:
     import ray
 
     from robustmsa.provenance import PACKAGE_DIR
+    from robustmsa.search.console import worker_runtime_env
 
     if ray.is_initialized():
         return
@@ -87,7 +98,7 @@ def init_ray(logical_cpus: int = 2) -> None:
     if address:
         ray.init(
             address=address,
-            runtime_env={"py_modules": [str(PACKAGE_DIR)]},
+            runtime_env={"py_modules": [str(PACKAGE_DIR)], **worker_runtime_env()},
             logging_level="WARNING",
         )
     else:
@@ -99,6 +110,8 @@ def init_ray(logical_cpus: int = 2) -> None:
             num_cpus=max(logical_cpus, os.cpu_count() or 2),
             include_dashboard=False,
             logging_level="WARNING",
+            # Quiet trial processes too (the per-checkpoint line is theirs), unless --verbose.
+            runtime_env=worker_runtime_env() or None,
         )
 
 
@@ -224,22 +237,73 @@ def _compare_models(
     return table
 
 
+def child_runs(client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    """The parent's child runs by their trial id (``robustmsa.trial_id``)."""
+    from robustmsa.tracking.runs import TRIAL_TAG
+
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=10000,
+    )
+    return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
+
+
+TRIALS_TABLE = "tables/study_trials.json"
+
+
+def log_study_summary(client, parent_run_id: str, result: StudyResult) -> None:
+    """The study's summary on its parent run: the selected trial's score (``best/...``), the
+    reference's and the oracle's validation spectrum scores (``reference/...``, ``oracle/...``),
+    the selected and reference run ids as tags, and one row per trial (``tables/
+    study_trials.json``: id, run, outcome, score, epochs, the searched parameters)."""
+    import pandas as pd
+
+    from robustmsa.tracking.runs import log_metrics, set_tags
+
+    metrics = [(SEARCH_METRIC, result.best["score"], 0)]
+    tags = {"robustmsa.best_trial": result.best["trial_id"]}
+    tags["robustmsa.selected_run_id"] = result.selected_run_id
+    if result.reference:
+        metrics.append((f"reference/{OBJECTIVE}", result.reference["score"], 0))
+        tags["robustmsa.reference_run_id"] = result.reference["run_id"]
+    if result.oracle_score is not None:
+        metrics.append((f"oracle/{OBJECTIVE}", result.oracle_score, 0))
+    log_metrics(client, parent_run_id, metrics)
+    set_tags(client, parent_run_id, tags)
+    rows = [
+        {k: t.get(k) for k in ("trial_id", "run_id", "outcome", "score", "epochs")} | t["params"]
+        for t in result.trials
+    ]
+    client.log_table(parent_run_id, pd.DataFrame(rows).astype(object), TRIALS_TABLE)
+
+
 def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     """Run the search of ``config``; everything relative resolves against ``root``."""
+    import ray
     from mlflow.tracking import MlflowClient
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    from robustmsa.evaluation.summaries import spectrum_score
     from robustmsa.provenance import code_identity, code_tags, describe
+    from robustmsa.search.console import ConsoleProgress
     from robustmsa.search.resources import (
         cluster_capacity,
         resolve_max_concurrent,
         trial_resources,
     )
     from robustmsa.search.space import define_by_run
-    from robustmsa.search.trial import FinishingTasks, StudyContext, TrialRunFinisher, run_trial
+    from robustmsa.search.study_evaluation import present_runs, start_oracle
+    from robustmsa.search.trial import (
+        ROLE_TAG,
+        FinishingTasks,
+        StudyContext,
+        TrialRunFinisher,
+        run_trial,
+    )
     from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
@@ -248,7 +312,6 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         end_dangling_runs,
         ensure_experiment,
         flatten,
-        log_metrics,
         log_params,
         resolve_tracking_uri,
         start_run,
@@ -303,6 +366,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     result.max_concurrent = max_concurrent
     # Every trial run's finishing task (test evaluation, figures), awaited before the end.
     finishing = FinishingTasks(uri)
+    oracle = None  # the oracle task's ObjectRef (search studies)
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
@@ -310,6 +374,10 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         log_dataset_input(client, parent, data_root, context="study")
         ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
         resources = plan.trial
+        test_in_finishing = s.kind != "search" or config.evaluation.test_policy == "completed"
+        if s.kind == "search":
+            # Beside the reference's training: the one computation of the study's ceiling.
+            oracle = start_oracle(uri, parent, base, plan.finishing)
         reference_rows = None
         if s.reference_model:
             # Trained first, so that every trial's run gets its effective robustness.
@@ -321,7 +389,9 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 finishing_resources=plan.finishing,
                 max_concurrent=1,
                 reuse_actors=in_process,
-                finishing=finishing,  # its test evaluation overlaps what follows
+                finishing=finishing,  # its finishing overlaps what follows
+                evaluate_test=test_in_finishing,
+                started=started,
             )[REFERENCE_ROLE]
         if s.kind != "search":
             finishing.wait()  # the comparisons read the reference's logged test rows
@@ -363,6 +433,9 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                 name=f"{config.name}-{parent[:8]}",
                 storage_path=result.storage_path,
                 callbacks=[
+                    ConsoleProgress(
+                        s.num_samples, config.training.epochs, OBJECTIVE, "trial", started
+                    ),
                     TrialRunFinisher(
                         uri,
                         experiment_id,
@@ -370,7 +443,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                         plan.finishing,
                         finishing,
                         storage_path=result.storage_path,
-                    )
+                        evaluate_test=test_in_finishing,
+                    ),
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
@@ -393,17 +467,40 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             raise RobustMSAError(f"study {config.name}: no trial finished ({errors[:1]})")
         result.best = min(scored, key=lambda t: t["score"])
         result.best_config = from_dict(base, result.best["params"]).to_dict()
-        log_metrics(client, parent, [(SEARCH_METRIC, result.best["score"], 0)])
-        client.set_tag(parent, "robustmsa.best_trial", str(result.best["trial_id"]))
+        runs = child_runs(client, experiment_id, parent)
+        for t in result.trials:
+            run = runs.get(t["trial_id"])
+            t["run_id"] = run.info.run_id if run else None
+            t["outcome"] = run.data.tags.get("robustmsa.outcome") if run else None
+        result.selected_run_id = result.best["run_id"]
+        presented = [result.selected_run_id]
+        if reference_rows is not None:
+            run = next(r for r in runs.values() if r.data.tags.get(ROLE_TAG) == REFERENCE_ROLE)
+            result.reference = {
+                "run_id": run.info.run_id,
+                "model": s.reference_model,
+                "score": spectrum_score(reference_rows),
+            }
+            presented.append(run.info.run_id)
+        failed = present_runs(uri, presented, oracle, plan.finishing)
+        oracle_found = ray.get(oracle)
+        if oracle_found:
+            result.oracle_score = spectrum_score(oracle_found["valid"])
+        log_study_summary(client, parent, result)
         client.log_text(
             parent, yaml.safe_dump(result.best_config, sort_keys=False), "best_config.yaml"
         )
+        if failed:
+            why = "; ".join(failed)
+            raise RobustMSAError(f"study {config.name}: presenting runs failed: {why}")
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         finishing.cancel()  # only what a failing or interrupted study left unawaited
+        if oracle is not None and status != "FINISHED":
+            ray.cancel(oracle)
         end_dangling_runs(client, experiment_id, parent)
         client.set_terminated(parent, status)
         result.wall_s = time.time() - started

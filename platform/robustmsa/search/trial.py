@@ -3,23 +3,23 @@
 `run_trial` (in the trial process) resolves the trial's config, opens a nested child run, logs
 the resolved parameters and trains; per-epoch metrics reach the run through an MLflow sink.
 `TrialRunFinisher` (a Tune callback on the driver) ends the run once Tune is done with the trial,
-however it ended: it logs the validation spectrum and the best weights from the trial's last
-checkpoint and sets the final status. The driver is the one place that sees every trial end:
-when ASHA stops a trial (or the trial reaches ``max_t``), Tune ends the trial's thread with
-``SystemExit`` at its next report, so code after that report never runs in the trial.
+however it ended: it logs what the trial's last checkpoint holds and sets the final status. The
+driver is the one place that sees every trial end: when ASHA stops a trial (or the trial
+reaches ``max_t``), Tune ends the trial's thread with ``SystemExit`` at its next report, so code
+after that report never runs in the trial.
 
-The finishing work itself (`finish_trial_run`: the spectra, the oracle, the figures, and for a
-completed trial the test evaluation) runs as a Ray task with a trial's resources, not in the
-callback: Tune's driver loop stops scheduling while a callback runs, so a minute of test
-evaluation per trial there left a CPU idle for that minute and serialised the study. The
-callback only submits the task. Either Tune's end of experiment (`on_experiment_end`) waits for
-every task, so that when ``Tuner.fit`` returns every run has its final state, or the study
-collects the tasks of all its experiments in one `FinishingTasks` and waits at its end.
+The finishing work itself (`finish_trial_run`) runs as a Ray task, not in the callback: Tune's
+driver loop stops scheduling while a callback runs. The callback only submits the task. Either
+Tune's end of experiment (`on_experiment_end`) waits for every task, so that when
+``Tuner.fit`` returns every run has its final state, or the study collects the tasks of all its
+experiments in one `FinishingTasks` and waits at its end.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
-stopped by its own patience) or ``pruned`` (stopped by ASHA; its spectrum is that of its best
-epoch so far); ``FAILED`` when the trial raised. A completed trial is then evaluated once on the
-test split (`robustmsa.evaluation.logged.evaluate_test_once`); a pruned one never.
+stopped by its own patience) or ``pruned`` (stopped by ASHA); ``FAILED`` when the trial raised.
+What each gets follows the study's evaluation policy (`robustmsa.search.study_evaluation`): a
+pruned trial ends with what it logged while training; a completed one gets its best epoch's
+validation spectrum; the test split is evaluated once, either for the study's selected trial
+after the search or, with ``evaluate_test``, for every completed trial in its finishing task.
 
 A trial is either a searched point (the sampled key paths) or a fixed variant
 (``{VARIANT_KEY: {"role": ..., "overrides": {...}}}``, see `robustmsa.search.variants`), whose
@@ -43,8 +43,7 @@ from robustmsa.config import from_dict
 from robustmsa.data.remote import filesystem, is_uri
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import RobustMSAError
-from robustmsa.evaluation.ceiling import oracle_rows
-from robustmsa.evaluation.logged import evaluate_test_once, load_checkpoint, split_evaluator
+from robustmsa.evaluation.logged import evaluate_test_once
 from robustmsa.evaluation.summaries import effective_robustness_summary
 from robustmsa.provenance import code_tags
 from robustmsa.tracking.dataset import log_dataset_input
@@ -58,7 +57,13 @@ from robustmsa.tracking.runs import (
     start_run,
 )
 from robustmsa.tracking.spectrum import log_spectrum
-from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, load_state
+from robustmsa.training.checkpoint import (
+    BEST_MODEL_FILE,
+    CONFIG_FILE,
+    ROWS_FILE,
+    STATE_FILE,
+    load_state,
+)
 from robustmsa.training.trainer import fit, resolve_backend
 
 VARIANT_KEY = "robustmsa.variant"
@@ -118,7 +123,7 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
 
 
 @contextlib.contextmanager
-def _one_torch_thread():
+def one_torch_thread():
     """Torch ops in this block use one intra-op thread (the previous count is restored).
 
     The finishing task holds one CPU while other trials train on theirs; with torch's default
@@ -167,27 +172,33 @@ def finish_trial_run(
     checkpoint_dir: Path | None,
     reference_rows: list[dict] | None = None,
     device: str = "cpu",
+    evaluate_test: bool = False,
 ) -> str:
     """Log the outcome stored in ``checkpoint_dir`` to ``run_id`` and end it; returns outcome.
-    ``reference_rows``: the reference model's validation rows (effective robustness);
-    ``device``: where the test evaluation runs."""
+
+    Every run gets its outcome, best epoch and epochs run as tags and its checkpoint (the best
+    weights, the config, the state and the best epoch's validation rows) as artifacts, so that
+    any run can be re-evaluated or drawn later. A pruned trial ends with that and what it logged
+    while training. A completed one also gets its best epoch's validation spectrum (computed
+    during training; the oracle's is on the parent run) and, with ``reference_rows`` (the
+    reference model's validation rows), its effective robustness; with ``evaluate_test``
+    (``evaluation.test_policy: completed``, and the variants of comparison studies) its one test
+    evaluation, on ``device``."""
     outcome = "no checkpoint"
     if checkpoint_dir is not None:
         state, rows = load_state(checkpoint_dir)
         done = state["epoch"] >= state["epochs"] or state["patience_exhausted"]
         outcome = "completed" if done else "pruned"
-        if rows:
-            # On synthetic data, the Bayes oracle on the same corrupted inputs: the ceiling.
-            oracle = oracle_rows(split_evaluator(load_checkpoint(checkpoint_dir), "valid"))
-            log_spectrum(client, run_id, rows, split="valid", reference_rows=oracle)
+        if outcome == "completed" and rows:
+            log_spectrum(client, run_id, rows, split="valid", figures=False)
             if reference_rows:
                 effective = effective_robustness_summary(rows, reference_rows)
                 log_metrics(client, run_id, [(k, v, 0) for k, v in effective.items()])
-        if outcome == "completed":
+        if outcome == "completed" and evaluate_test:
             # Training and selection are over: the one test evaluation of this trial.
             evaluate_test_once(client, run_id, checkpoint_dir, device=device)
         with tempfile.TemporaryDirectory() as tmp:
-            for name in (BEST_MODEL_FILE, CONFIG_FILE):
+            for name in (BEST_MODEL_FILE, CONFIG_FILE, STATE_FILE, ROWS_FILE):
                 (Path(tmp) / name).write_bytes((checkpoint_dir / name).read_bytes())
             client.log_artifacts(run_id, tmp, artifact_path="checkpoint")
         set_tags(
@@ -207,15 +218,17 @@ def _finish_trial_run_task(
     checkpoint: tune.Checkpoint | str | None,
     reference_rows: list[dict] | None,
     device: str,
+    evaluate_test: bool,
 ) -> str:
     """`finish_trial_run` in a Ray worker (`TrialRunFinisher`)."""
-    with checkpoint_directory(checkpoint) as local, _one_torch_thread():
+    with checkpoint_directory(checkpoint) as local, one_torch_thread():
         return finish_trial_run(
             MlflowClient(tracking_uri),
             run_id,
             Path(local) if local else None,
             reference_rows,
             device,
+            evaluate_test,
         )
 
 
@@ -276,8 +289,11 @@ class FinishingTasks:
 class TrialRunFinisher(tune.Callback):
     """Ends each trial's MLflow run once Tune is done with the trial (module docstring).
 
-    ``resources``: what one finishing task holds, in the study's trial resource keys
-    (``{"cpu": 1}``, plus ``"gpu": 1`` to evaluate on a GPU). ``tasks``: a study's shared
+    ``evaluate_test``: completed trials are evaluated on the test split in their finishing
+    task, which then holds ``resources`` (in the study's trial resource keys: ``{"cpu": 1}``,
+    plus ``"gpu": 1`` to evaluate on a GPU); without it a finishing task only logs what the
+    checkpoint holds (MLflow and storage I/O, no model evaluation) and holds no CPU, so it never
+    waits behind, nor delays, a training trial. ``tasks``: a study's shared
     `FinishingTasks`, which its owner waits for; without it the finisher waits for its own
     tasks at the end of the experiment, and raises `RobustMSAError` there naming every run whose
     finishing failed (`FinishingTasks.wait`). ``storage_path``: the study's Tune storage, which
@@ -292,12 +308,14 @@ class TrialRunFinisher(tune.Callback):
         resources: dict[str, float] | None = None,
         tasks: FinishingTasks | None = None,
         storage_path: str | None = None,
+        evaluate_test: bool = False,
     ):
         self.tracking_uri = tracking_uri
         self.storage_path = storage_path
         self.experiment_id = experiment_id
         self.reference_rows = reference_rows
-        resources = resources or {"cpu": 1}
+        self.evaluate_test = evaluate_test
+        resources = (resources or {"cpu": 1}) if evaluate_test else {"cpu": 0}
         self._options = {
             "num_cpus": resources.get("cpu", 1),
             "num_gpus": resources.get("gpu", 0),
@@ -325,6 +343,7 @@ class TrialRunFinisher(tune.Callback):
                 last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path),
                 self._reference_ref,
                 self._device,
+                self.evaluate_test,
             )
             self.tasks.add(trial.trial_id, run.info.run_id, task)
 

@@ -47,14 +47,22 @@ def run_variants(
     reuse_actors: bool,
     reference_rows: list[dict] | None = None,
     finishing: FinishingTasks | None = None,
+    evaluate_test: bool = True,
+    started: float | None = None,
 ) -> dict[str, list[dict]]:
     """Train every variant to completion; returns ``{role: validation rows of its best
     epoch}``. ``resources``: each variant's trial bundle; ``finishing_resources``: what its
     finishing task holds (default: the same). Raises `RobustMSAError` naming the variants that
     failed. The variants' runs are finished (test evaluation included) when this returns,
     unless ``finishing`` is given: then their finishing tasks join it, for the caller to wait
-    for."""
+    for. ``evaluate_test``: each variant's finishing task evaluates it once on the test split
+    (a comparison reports every variant on test); off for a search study's reference model,
+    which the study evaluates on test after its search (`robustmsa.search.study_evaluation`).
+    ``started``: the study's start (``time.time()``), from which the console lines count."""
     from ray import tune
+
+    from robustmsa.search.console import ConsoleProgress
+    from robustmsa.training.loop import OBJECTIVE
 
     roles = [v.role for v in variants]
     if len(set(roles)) != len(roles):
@@ -76,6 +84,9 @@ def run_variants(
             name=f"{name}-{ctx.parent_run_id[:8]}",
             storage_path=ctx.storage_path,
             callbacks=[
+                ConsoleProgress(
+                    len(variants), ctx.base["training"]["epochs"], OBJECTIVE, name, started
+                ),
                 TrialRunFinisher(
                     ctx.tracking_uri,
                     ctx.experiment_id,
@@ -83,7 +94,8 @@ def run_variants(
                     finishing_resources or resources,
                     finishing,
                     storage_path=ctx.storage_path,
-                )
+                    evaluate_test=evaluate_test,
+                ),
             ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,

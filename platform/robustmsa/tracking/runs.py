@@ -29,6 +29,10 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 TRIAL_TAG = "robustmsa.trial_id"
 STUDY_TAG = "robustmsa.study"
+# MLflow's experiment kind (the UI's ExperimentKind enum, MLflow 3.17): a study trains models,
+# it is not a GenAI app. Set on every study experiment, new or found without it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 
 def resolve_tracking_uri(configured: str | None, root: Path) -> str:
@@ -55,14 +59,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_root`` for local stores) if new."""
+    """The id of experiment ``name``, created (with ``artifact_root`` for local stores) if new,
+    of MLflow's model-training kind (`EXPERIMENT_KIND_TAG`), also when found without it."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # an experiment kind someone chose stays
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     location = None
     if artifact_root is not None:
         location = (artifact_root / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+    )
+
+
+def runs_view_url(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI's page of the experiment's runs, in its machine-learning view.
+
+    MLflow 3.17's UI shows what its workflow type says: the ``workflowType`` query parameter,
+    else the browser's last choice, GenAI in a fresh browser. The experiment's kind tag does
+    not change that: a fresh browser sent to ``#/experiments/<id>`` of a tagged experiment
+    lands on the GenAI overview (tests/integration/test_mlflow_ui.py)."""
+    base = base_url.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

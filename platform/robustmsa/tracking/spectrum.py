@@ -23,6 +23,11 @@ What one `log_spectrum` call writes to a run (DESIGN.md §5), for ``split = "val
   ``log_artifacts`` call).
 
 Another split (``test``) prefixes every metric with ``test/`` and names its files after it.
+``source="oracle"`` logs the oracle's own rows as the main table (a study's parent run holds the
+oracle once per split: ``oracle/spectrum/...``, ``test/oracle/spectrum/...``, ``spectrum/
+oracle_<split>.parquet``, ``tables/oracle_<split>.json``). `log_figures` draws and logs the
+figures of a table apart from its numbers (a study draws them only for its selected trial and
+its reference; ``robustmsa report`` for any run later).
 
 Metric names: MLflow 3.17 accepts only alphanumerics, ``_ - . /``, space and (not on Windows)
 ``:`` in a metric name, and the name must equal its own ``posixpath.normpath``. Row fields can
@@ -137,6 +142,37 @@ def _figures(
     return paths
 
 
+def log_figures(
+    client: MlflowClient,
+    run_id: str,
+    rows: list[dict],
+    *,
+    split: str = "valid",
+    reference_rows: list[dict] | None = None,
+    out_dir: Path | None = None,
+) -> list[Path]:
+    """Draw the figures of `FIGURE_METRICS` for ``rows`` (the oracle's ``reference_rows`` as
+    the ceiling line) and log them to ``run_id`` under ``figures/<split>/``; with ``out_dir``
+    the PNGs are also kept there. Returns the figures' file names (under ``out_dir`` when
+    given)."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} unknown (known: {list(SPLITS)})")
+    _check_rows("rows", rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        drawn = _figures(rows, reference_rows, Path(tmp) / "figures", split)
+        if not drawn:
+            return []
+        client.log_artifacts(run_id, str(drawn[0].parent), artifact_path=f"figures/{split}")
+        if out_dir is None:
+            return [Path(p.name) for p in drawn]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        for path in drawn:
+            kept.append(out_dir / path.name)
+            kept[-1].write_bytes(path.read_bytes())
+        return kept
+
+
 def log_spectrum(
     client: MlflowClient,
     run_id: str,
@@ -145,35 +181,41 @@ def log_spectrum(
     split: str = "valid",
     reference_rows: list[dict] | None = None,
     figures: bool = True,
+    source: str = MODEL_SOURCE,
 ) -> dict[str, float]:
-    """Log ``rows`` (long form), their summaries, the table and (``figures``) its PNG figures to
-    ``run_id``; with ``reference_rows`` also the oracle's points, summaries and table (module
-    docstring). Returns the model's summaries, keyed as logged without the split prefix.
+    """Log ``rows`` (long form), their summaries and the table to ``run_id``; with
+    ``reference_rows`` also the oracle's points, summaries and table beside them; with
+    ``figures`` the PNG figures too (`log_figures`). ``source="oracle"``: ``rows`` are the
+    oracle's own (module docstring). Returns the summaries of ``rows``, keyed as logged without
+    the prefixes.
 
-    ValueError for an unknown ``split``, an empty or malformed table, or a name MLflow refuses;
-    all checked before anything is logged.
+    ValueError for an unknown ``split`` or ``source``, an empty or malformed table, or a name
+    MLflow refuses; all checked before anything is logged.
     """
     if split not in SPLITS:
         raise ValueError(f"split {split!r} unknown (known: {list(SPLITS)})")
+    if source not in (MODEL_SOURCE, ORACLE_SOURCE):
+        raise ValueError(f"source {source!r} unknown (known: {[MODEL_SOURCE, ORACLE_SOURCE]})")
     _check_rows("rows", rows)
     if reference_rows is not None:
         _check_rows("reference_rows", reference_rows)
     split_prefix = "" if split == "valid" else f"{split}/"
-    metrics, summaries = _metrics(rows, split_prefix)
+    own_prefix = split_prefix + (ORACLE_PREFIX if source == ORACLE_SOURCE else "")
+    metrics, summaries = _metrics(rows, own_prefix)
     if reference_rows is not None:
         metrics += _metrics(reference_rows, split_prefix + ORACLE_PREFIX)[0]
     log_metrics(client, run_id, metrics)
 
+    name = "spectrum" if source == MODEL_SOURCE else "oracle"
     with tempfile.TemporaryDirectory() as tmp:
         tables = Path(tmp) / "spectrum"
         tables.mkdir()
-        pq.write_table(pa.Table.from_pylist(rows), tables / f"spectrum_{split}.parquet")
+        pq.write_table(pa.Table.from_pylist(rows), tables / f"{name}_{split}.parquet")
         if reference_rows is not None:
             pq.write_table(pa.Table.from_pylist(reference_rows), tables / f"oracle_{split}.parquet")
         client.log_artifacts(run_id, str(tables), artifact_path="spectrum")
-        if figures:
-            drawn = _figures(rows, reference_rows, Path(tmp) / "figures", split)
-            if drawn:
-                client.log_artifacts(run_id, str(drawn[0].parent), artifact_path=f"figures/{split}")
-    client.log_table(run_id, _table(rows, reference_rows), f"tables/spectrum_{split}.json")
+    table = _table([], rows) if source == ORACLE_SOURCE else _table(rows, reference_rows)
+    client.log_table(run_id, table, f"tables/{name}_{split}.json")
+    if figures:
+        log_figures(client, run_id, rows, split=split, reference_rows=reference_rows)
     return summaries

@@ -31,6 +31,7 @@ evaluate``) runs in float32, so the tables of a bf16 run are re-evaluable exactl
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,9 @@ from robustmsa.training.checkpoint import save_checkpoint
 
 # training.precision -> the autocast dtype of the training forward (None: plain float32).
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+# Wall-clock metrics (``time/epoch_s``): measurements of this run, not results; the same config
+# and seed give the same numbers outside this prefix.
+TIMING_PREFIX = "time/"
 OBJECTIVE = "val/spectrum_score"  # minimised; defined in evaluation.summaries.spectrum_score
 
 
@@ -275,6 +279,7 @@ def run_training(
         # A zero-epoch run still validates and reports the initial model once.
         for epoch in range(1 if total else 0, total + 1):
             metrics: dict[str, float | str] = {"epoch": epoch}
+            epoch_started = time.perf_counter()
             if plan:
                 index = stage_of[epoch - 1] if epoch else len(plan) - 1
                 stage = plan[index][0]
@@ -337,6 +342,12 @@ def run_training(
                 )
             metrics["best/epoch"] = best.best_epoch
             metrics["best/" + OBJECTIVE] = best.best_score
+            # The run's length as the checkpoint state has it, as ints (MLflow logs numbers,
+            # not bools): the console tells pruned from completed trials by them.
+            metrics |= {"epochs": total, "patience_exhausted": int(will_stop)}
+            # This epoch's training, validation and checkpoint: what a study's packing of its
+            # trials is measured against (benchmarks/study_cost.py).
+            metrics[TIMING_PREFIX + "epoch_s"] = time.perf_counter() - epoch_started
             reporter.report(metrics, str(ckpt) if ckpt else None)
             if will_stop:
                 best.stopped_early = epoch < total
