@@ -29,11 +29,13 @@ browser:  ## install Chromium for the browser test where absent (idempotent)
 study: $(STAMP)  ## run the QA-MoE search embedded (local Ray, sqlite MLflow in this folder)
 	$(PY) studies/qa_moe_search.py $(STUDY_ARGS)
 
-test: $(STAMP) browser  ## run the unit and integration tests (the browser test included)
-	$(PY) -m pytest
+# The unit tier spreads over the cores; the integration tier runs in one process, so that its
+# session fixtures (one local Ray, the smoke studies, their MLflow server) are made once.
+test: test-unit browser  ## run the unit tests, then the integration tests (browser included)
+	$(PY) -m pytest -m integration
 
-test-unit: $(STAMP)  ## run the unit tests only (no Ray head, no MLflow server)
-	$(PY) -m pytest -m "not integration"
+test-unit: $(STAMP)  ## run the unit tests only (no Ray, no server, browser, kernel or study script)
+	$(PY) -m pytest -m "not integration" -n auto
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(VENV)/bin/ruff check .

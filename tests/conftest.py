@@ -21,6 +21,14 @@ def pytest_configure(config):
         os.environ["ROBUSTMSA_FRAME_CACHE"] = config._robustmsa_frame_cache
 
 
+def pytest_collection_modifyitems(config, items):
+    # A test on the session's local Ray starts a Ray head: the integration tier, whatever its
+    # folder (`make test-unit` runs what needs no Ray, server, browser or kernel).
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_unconfigure(config):
     made = getattr(config, "_robustmsa_frame_cache", None)
     if made:

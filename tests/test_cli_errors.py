@@ -12,6 +12,10 @@ from servers import free_port, venv_env
 SCRIPT = REPO / "studies" / "qa_moe_search.py"
 
 
+# Each case runs a study script in a fresh Python (the whole stack imports: about 4 s).
+pytestmark = pytest.mark.integration
+
+
 def run_study_script(tmp_path, *args, **env):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--root", str(tmp_path), *args],

@@ -166,6 +166,7 @@ def failure(name: str, env: dict[str, str]) -> tuple[dict, list]:
     return errors[0], errors
 
 
+@pytest.mark.integration  # a notebook kernel per case
 @pytest.mark.parametrize("name", NAMES)
 def test_an_empty_experiment_fails_with_one_message_and_writes_nothing(name, empty_store, tmp_path):
     store = Path(empty_store.removeprefix("sqlite:///")).parent
@@ -181,6 +182,7 @@ def test_an_empty_experiment_fails_with_one_message_and_writes_nothing(name, emp
     assert snapshot(NOTEBOOKS, store) == before
 
 
+@pytest.mark.integration
 def test_a_missing_store_is_named_and_not_created(tmp_path):
     missing = tmp_path / "nowhere" / "mlruns.db"
     before = snapshot(NOTEBOOKS)
