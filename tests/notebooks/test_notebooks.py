@@ -178,7 +178,7 @@ def test_an_empty_experiment_fails_with_one_message_and_writes_nothing(name, emp
     )
     # The message alone: no stack frames of the package.
     shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error["traceback"]))
-    assert "analysis.py" not in shown and "Traceback" not in shown, shown
+    assert "robustmsa/analysis/" not in shown and "Traceback" not in shown, shown
     assert snapshot(NOTEBOOKS, store) == before
 
 
