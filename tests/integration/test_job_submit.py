@@ -183,8 +183,11 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
             assert child.data.tags["robustmsa.outcome"] in {"completed", "pruned"}
             assert child.data.params["model.name"] == "qa_moe"
             assert child.data.params["data.path"] == data_uri
-            assert "robust/missing/all/effective_mae" in child.data.metrics
-            for protocol in ("missing", "noise"):
+            completed = child.data.tags["robustmsa.outcome"] == "completed"
+            # A completed trial gets its validation spectrum and effective robustness; a
+            # pruned one ends with what it logged while training (the evaluation policy).
+            assert ("robust/missing/all/effective_mae" in child.data.metrics) == completed
+            for protocol in ("missing", "noise") if completed else ():
                 history = client.get_metric_history(
                     child.info.run_id, f"spectrum/{protocol}/all/mae"
                 )
@@ -192,13 +195,21 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
             epochs = client.get_metric_history(child.info.run_id, "train/loss")
             epochs_run = int(child.data.tags["robustmsa.epochs_run"])
             assert [m.step for m in epochs] == list(range(1, epochs_run + 1))
-            assert (child.data.tags["robustmsa.outcome"] == "completed") == (epochs_run == 2)
+            assert completed == (epochs_run == 2)
             artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "checkpoint")}
-            assert artifacts == {"checkpoint/best_model.pt", "checkpoint/config.yaml"}
+            assert artifacts == {
+                f"checkpoint/{name}"
+                for name in ("best_model.pt", "config.yaml", "state.json", "spectrum_valid.json")
+            }
             # Read from S3: the dataset the trial logged is the uploaded one.
             inputs = child.inputs.dataset_inputs
             assert any(i.dataset.digest.startswith(digest[:8]) for i in inputs), inputs
         assert all(r.info.status != "RUNNING" for r in runs)
+        # The test split once, for the selected trial and the reference, read from S3's
+        # checkpoints and the job's dataset on the worker nodes.
+        tested = {r.info.run_id for r in nested if "robustmsa.test_evaluated" in r.data.tags}
+        selected = parent.data.tags["robustmsa.selected_run_id"]
+        assert tested == {selected, references[0].info.run_id}
 
         # Tune's results and every trial's checkpoints were written to S3.
         import pyarrow.fs as pafs
