@@ -260,7 +260,6 @@ def _evaluate(args) -> None:
     from robustmsa.errors import ConfigError
     from robustmsa.evaluation.logged import evaluate_split, load_logged
     from robustmsa.evaluation.summaries import spectrum_score
-    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: must be a positive integer, got {args.batch_size}")
@@ -269,9 +268,7 @@ def _evaluate(args) -> None:
             raise ConfigError(f"--out {args.out}: must end in .parquet")
         if not args.out.parent.is_dir():
             raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
-    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
-    check_reachable(uri)
-    trained = load_logged(MlflowClient(uri), args.run_id)
+    trained = load_logged(MlflowClient(_read_only_store(args.tracking_uri)), args.run_id)
     rows = evaluate_split(
         trained, args.split, args.protocols, batch_size=args.batch_size, device=args.device
     )

@@ -152,3 +152,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(study, tmp_path, capsys
     assert not out.exists()
     assert not (tmp_path / "x.db").exists()
     assert {r: _figures(client, r, "valid") for r in before} == before
+
+
+def test_evaluate_does_not_create_a_missing_store_either(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'nowhere.db'}"
+    assert cli_main(["evaluate", "--run-id", "f00d", "--tracking-uri", uri]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("robustmsa: error: MLflow tracking URI") and "no such store" in line
+    assert not (tmp_path / "nowhere.db").exists()
