@@ -178,20 +178,18 @@ def test_building_prunes_the_caches_of_deleted_files(tmp_path):
     )
 
 
-def _open_and_sum(args):
-    path, root = args
-    split = ParquetSplit(path, root)
-    return [float(np.asarray(split.frames[m].array, np.float64).sum()) for m in MODALITIES]
-
-
 def test_concurrent_openers_of_a_new_cache_all_succeed(dataset, tmp_path):
     """Fault injection by concurrency: four processes open one split whose cache does not
     exist yet (as two DDP ranks do); one builds, the others wait and map the same cache."""
     import multiprocessing
 
+    # The worker function lives in a module on the tests' path: a spawned child cannot import
+    # this test module by its package name when pytest runs as the `pytest` console script.
+    from frame_cache_workers import open_and_sum
+
     root = tmp_path / "cache"
     path = dataset / "train.parquet"
     with multiprocessing.get_context("spawn").Pool(4) as pool:
-        sums = pool.map(_open_and_sum, [(path, root)] * 4)
+        sums = pool.map(open_and_sum, [(path, root)] * 4)
     assert all(s == sums[0] for s in sums)
     assert [q.name for q in root.iterdir() if q.is_dir()] == [cache_dir_for(path, root).name]
