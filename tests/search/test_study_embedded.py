@@ -215,8 +215,13 @@ def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ra
     with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: .*train"):
         run_study(config, root=tmp_path)
     _, runs = runs_of(tmp_path)
-    assert len(runs) == 2  # the parent and the reference: no trial started
-    assert all(r.info.status == "FAILED" for r in runs)
+    # The reference trains beside the search (whose trials fail on the same data): the study
+    # names the reference's failure, and no run is left RUNNING.
+    (reference,) = [r for r in runs if r.data.tags.get(ROLE_TAG) == "reference"]
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert reference.info.status == parent.info.status == "FAILED"
+    assert "train.parquet" in reference.data.tags["robustmsa.error"]
+    assert all(r.info.status in ("FAILED", "KILLED") for r in runs)
 
 
 def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,23 @@ def _compare_models(
     return table
 
 
+def register_trial(ctx, resources: dict[str, float]) -> str:
+    """Register `run_trial` with ``ctx`` and ``resources`` under one name for the study's Tune
+    experiments, and return the name. Tune registers a callable trainable in a process-global
+    registry when its experiment starts; two experiments starting in two threads (the
+    reference beside the search) raced there (``dictionary changed size during iteration``
+    in ``ray.tune.registry``). Registered once here, both only read it."""
+    from ray import tune
+
+    from robustmsa.search.trial import run_trial
+
+    name = f"robustmsa_trial_{ctx.parent_run_id[:8]}"
+    tune.register_trainable(
+        name, tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
+    )
+    return name
+
+
 def child_runs(client, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
     """The parent's child runs by their trial id (``robustmsa.trial_id``)."""
     from robustmsa.tracking.runs import TRIAL_TAG
@@ -302,7 +320,6 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         FinishingTasks,
         StudyContext,
         TrialRunFinisher,
-        run_trial,
     )
     from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
@@ -367,6 +384,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     # Every trial run's finishing task (test evaluation, figures), awaited before the end.
     finishing = FinishingTasks(uri)
     oracle = None  # the oracle task's ObjectRef (search studies)
+    # The reference model's training beside the search (search studies).
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustmsa-reference")
     status = "FAILED"
     try:
         log_params(client, parent, flatten(base))
@@ -379,20 +398,32 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             # Beside the reference's training: the one computation of the study's ceiling.
             oracle = start_oracle(uri, parent, base, plan.finishing)
         reference_rows = None
+        trainable = register_trial(ctx, resources) if s.kind == "search" else None
         if s.reference_model:
-            # Trained first, so that every trial's run gets its effective robustness.
-            reference_rows = run_variants(
-                ctx,
-                [reference_variant(s.reference_model)],
-                name="reference",
-                resources=resources,
-                finishing_resources=plan.finishing,
-                max_concurrent=1,
-                reuse_actors=in_process,
-                finishing=finishing,  # its finishing overlaps what follows
-                evaluate_test=test_in_finishing,
-                started=started,
-            )[REFERENCE_ROLE]
+
+            def train_reference() -> list[dict]:
+                return run_variants(
+                    ctx,
+                    [reference_variant(s.reference_model)],
+                    name="reference",
+                    resources=resources,
+                    finishing_resources=plan.finishing,
+                    max_concurrent=1,
+                    reuse_actors=in_process,
+                    finishing=finishing,  # its finishing overlaps what follows
+                    evaluate_test=test_in_finishing,
+                    started=started,
+                    trainable=trainable,
+                )[REFERENCE_ROLE]
+
+            if s.kind == "search":
+                # Beside the search, as its own Tune experiment in a driver thread: it holds a
+                # trial's resources like any trial, so the search starts with what is left.
+                # Completed trials' finishing waits for its rows (effective robustness).
+                reference_rows = background.submit(train_reference)
+            else:
+                # The comparisons compare with it: trained first.
+                reference_rows = train_reference()
         if s.kind != "search":
             finishing.wait()  # the comparisons read the reference's logged test rows
             compare = _compare_models if s.kind == "compare_models" else _compare
@@ -402,8 +433,17 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             )  # fmt: skip
             status = "FINISHED"
             return result
+        finisher = TrialRunFinisher(
+            uri,
+            experiment_id,
+            reference_rows,
+            plan.finishing,
+            finishing,
+            storage_path=result.storage_path,
+            evaluate_test=test_in_finishing,
+        )
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+            trainable,
             tune_config=tune.TuneConfig(
                 metric=SEARCH_METRIC,
                 mode="min",
@@ -436,21 +476,16 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
                     ConsoleProgress(
                         s.num_samples, config.training.epochs, OBJECTIVE, "trial", started
                     ),
-                    TrialRunFinisher(
-                        uri,
-                        experiment_id,
-                        reference_rows,
-                        plan.finishing,
-                        finishing,
-                        storage_path=result.storage_path,
-                        evaluate_test=test_in_finishing,
-                    ),
+                    finisher,
                 ],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=0,
             ),
         )
         grid = tuner.fit()
+        if isinstance(reference_rows, Future):
+            reference_rows = reference_rows.result()  # raises when the reference failed
+        finisher.submit_held()
         finishing.wait()
         for r in grid:
             row = {
@@ -498,6 +533,8 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         status = "KILLED"
         raise
     finally:
+        # A search that failed while the reference trains: that experiment ends by itself.
+        background.shutdown(wait=True, cancel_futures=True)
         finishing.cancel()  # only what a failing or interrupted study left unawaited
         if oracle is not None and status != "FINISHED":
             ray.cancel(oracle)

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from concurrent import futures
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,13 +300,18 @@ class TrialRunFinisher(tune.Callback):
     tasks at the end of the experiment, and raises `RobustMSAError` there naming every run whose
     finishing failed (`FinishingTasks.wait`). ``storage_path``: the study's Tune storage, which
     locates a ``TorchTrainer`` trial's checkpoint on a remote filesystem.
+
+    ``reference_rows``: the reference model's validation rows, or a `concurrent.futures.Future`
+    of them while the reference still trains beside the search: a trial that completes before
+    them has its finishing held back (its run stays RUNNING) and submitted once they are there
+    (`submit_held`, also tried at every step of Tune's loop).
     """
 
     def __init__(
         self,
         tracking_uri: str,
         experiment_id: str,
-        reference_rows: list[dict] | None = None,
+        reference_rows: list[dict] | Future | None = None,
         resources: dict[str, float] | None = None,
         tasks: FinishingTasks | None = None,
         storage_path: str | None = None,
@@ -322,8 +329,53 @@ class TrialRunFinisher(tune.Callback):
         }
         self._device = "cuda" if resources.get("gpu", 0) else "cpu"
         self._reference_ref = None
+        self._held: list[tuple[str, str, Any]] = []  # (trial id, run id, checkpoint)
         self._owns_tasks = tasks is None
         self.tasks = FinishingTasks(tracking_uri) if tasks is None else tasks
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its run config, callbacks included (tuner.pkl, for a restore): a Future
+        # of this process does not pickle, and what is held belongs to this process.
+        state = self.__dict__.copy()
+        if isinstance(state["reference_rows"], Future):
+            state["reference_rows"] = None
+        state["_held"] = []
+        return state
+
+    def _reference(self) -> tuple[bool, Any]:
+        """(ready, the rows' ObjectRef or None): rows are put once into the object store
+        rather than pickled into every task; a failed reference gives None (the study fails
+        on it itself)."""
+        rows = self.reference_rows
+        if isinstance(rows, Future):
+            if not rows.done():
+                return False, None
+            rows = None if rows.exception() else rows.result()
+        if rows and self._reference_ref is None:
+            self._reference_ref = ray.put(rows)
+        return True, self._reference_ref
+
+    def _submit(self, trial_id: str, run_id: str, checkpoint, reference) -> None:
+        task = _finish_trial_run_task.options(**self._options).remote(
+            self.tracking_uri, run_id, checkpoint, reference, self._device, self.evaluate_test
+        )
+        self.tasks.add(trial_id, run_id, task)
+
+    def submit_held(self, wait: bool = False) -> None:
+        """Submit the finishing held back for the reference's rows, once they are there
+        (``wait``: block until they are)."""
+        if not self._held:
+            return
+        if wait and isinstance(self.reference_rows, Future):
+            futures.wait([self.reference_rows])
+        ready, reference = self._reference()
+        if ready:
+            held, self._held = self._held, []
+            for trial_id, run_id, checkpoint in held:
+                self._submit(trial_id, run_id, checkpoint, reference)
+
+    def on_step(self, iteration, trials, **info):
+        self.submit_held()
 
     def _runs(self, client: MlflowClient, trial) -> list:
         return client.search_runs(
@@ -333,19 +385,13 @@ class TrialRunFinisher(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
-        if self.reference_rows and self._reference_ref is None:
-            # Put once into the object store rather than pickled into every task.
-            self._reference_ref = ray.put(self.reference_rows)
+        ready, reference = self._reference()
         for run in self._runs(client, trial):
-            task = _finish_trial_run_task.options(**self._options).remote(
-                self.tracking_uri,
-                run.info.run_id,
-                last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path),
-                self._reference_ref,
-                self._device,
-                self.evaluate_test,
-            )
-            self.tasks.add(trial.trial_id, run.info.run_id, task)
+            checkpoint = last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path)
+            if ready:
+                self._submit(trial.trial_id, run.info.run_id, checkpoint, reference)
+            else:
+                self._held.append((trial.trial_id, run.info.run_id, checkpoint))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         client = MlflowClient(self.tracking_uri)
@@ -355,4 +401,5 @@ class TrialRunFinisher(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         if self._owns_tasks:
+            self.submit_held(wait=True)
             self.tasks.wait()

@@ -49,6 +49,7 @@ def run_variants(
     finishing: FinishingTasks | None = None,
     evaluate_test: bool = True,
     started: float | None = None,
+    trainable: str | None = None,
 ) -> dict[str, list[dict]]:
     """Train every variant to completion; returns ``{role: validation rows of its best
     epoch}``. ``resources``: each variant's trial bundle; ``finishing_resources``: what its
@@ -58,7 +59,9 @@ def run_variants(
     for. ``evaluate_test``: each variant's finishing task evaluates it once on the test split
     (a comparison reports every variant on test); off for a search study's reference model,
     which the study evaluates on test after its search (`robustmsa.search.study_evaluation`).
-    ``started``: the study's start (``time.time()``), from which the console lines count."""
+    ``started``: the study's start (``time.time()``), from which the console lines count.
+    ``trainable``: the name under which the study registered `run_trial` with ``resources``
+    (`robustmsa.search.study.register_trial`), for an experiment that runs beside another."""
     from ray import tune
 
     from robustmsa.search.console import ConsoleProgress
@@ -68,7 +71,7 @@ def run_variants(
     if len(set(roles)) != len(roles):
         raise ValueError(f"variant roles must be unique, got {roles}")
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+        trainable or tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
         param_space={
             VARIANT_KEY: tune.grid_search(
                 [{"role": v.role, "overrides": v.overrides} for v in variants]
