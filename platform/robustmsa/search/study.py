@@ -10,9 +10,11 @@ RUNNING before it returns, however the study ends.
 Objective: ``best/val/spectrum_score`` (the best-so-far validation spectrum score, see
 `robustmsa.evaluation.summaries.spectrum_score`), minimised; ASHA compares trials on it per epoch.
 
-Before the search, the study trains its reference model (``search.reference_model``, late
-fusion by default; a child run tagged ``robustmsa.role = reference``), and every completed
-trial's run then gets its effective robustness against that model's validation curves.
+Beside the search, the study trains its reference model (``search.reference_model``, late
+fusion by default; a child run tagged ``robustmsa.role = reference``) as a Tune experiment of
+its own in a driver thread, and every completed trial's run gets its effective robustness
+against that model's validation curves (its finishing waits for them). Comparison studies
+train the reference first.
 
 What is evaluated beyond each epoch's validation follows ``evaluation.test_policy``
 (`robustmsa.search.study_evaluation`): the oracle once per split on the parent (computed beside
