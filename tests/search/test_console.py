@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cloudpickle
 import pytest
 import torch
 from ray import tune
@@ -169,18 +168,23 @@ def test_an_error_prints_its_cause_and_drops_the_trial_from_the_best(capsys, tmp
     good, bad = FakeTrial("good1", {"lr": 0.1}), FakeTrial("bad22", {"lr": 0.2})
     c.result(good, epoch_result(1, 0.9, 0.9, 1, epochs=4, patience_exhausted=0))
     c.result(bad, epoch_result(3, 0.5, 0.5, 3, epochs=4, patience_exhausted=0))
-    # What Tune writes in the driver before it calls on_trial_error: the pickled RayTaskError
-    # of the trial, whose cause is the trial's own exception.
-    wrapped = RayTaskError("run_trial", "Traceback ...", ValueError("boom\nsecond line"))
+    # What Tune writes in the driver before it calls on_trial_error: the text of the trial's
+    # RayTaskError (its pickled copy beside it is never read: unpickling runs code).
+    tb = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\nsecond line'
+    wrapped = RayTaskError("run_trial", tb, ValueError("boom\nsecond line"))
+    bad.error_file = str(tmp_path / "error.txt")
+    Path(bad.error_file).write_text(f"Failure # 1 (occurred at 2026-12-03)\n{wrapped}\n")
     bad.pickled_error_file = str(tmp_path / "error.pkl")
-    Path(bad.pickled_error_file).write_bytes(cloudpickle.dumps(wrapped))
+    Path(bad.pickled_error_file).write_bytes(b"not to be read")
     assert c.error(bad) == (
         "trial_bad22 error at epoch 3/4: ValueError: boom second line  "
         "best 0.9000 (trial_good1)  done 1/2"
     )
-    # Without the pickle (an error Tune could not pickle): the last line of its text file.
-    other = FakeTrial("text3", {"lr": 0.3}, error_file=str(tmp_path / "error.txt"))
-    Path(other.error_file).write_text("Failure # 1\nTraceback\n  ...\nRuntimeError: worker died\n")
+    # A qualified exception name is shortened to the class.
+    other = FakeTrial("text3", {"lr": 0.3}, error_file=str(tmp_path / "error3.txt"))
+    Path(other.error_file).write_text(
+        "Failure # 1\nTraceback\n  ...\nray.exceptions.RuntimeError: worker died\n"
+    )
     assert c.error(other).startswith("trial_text3 error: RuntimeError: worker died  best 0.9000")
     c.cb.on_experiment_end([])
     assert c.lines()[-1].startswith("trial: 2 error  best 0.9000")

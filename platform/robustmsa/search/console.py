@@ -21,6 +21,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -116,39 +117,28 @@ def _score(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _error_line(exc: BaseException) -> str:
-    """One line for a trial's error: the trial's own exception when Ray wrapped it (its type
-    and message), else the exception's message, or its last line when it has several."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        exc = cause
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if not lines:
-        return type(exc).__name__
-    if exc is cause or len(lines) == 1:
-        return f"{type(exc).__name__}: {' '.join(lines)}"
-    return lines[-1]
+# The exception line that ends a Python traceback: a qualified exception name at column 0.
+_EXCEPTION_LINE = re.compile(
+    r"^((?:[A-Za-z_]\w*\.)*)([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Warning)):"
+)
 
 
 def trial_error(trial) -> str:
-    """The error of a failed Tune trial in one line, read from the file Tune wrote for it in
-    the driver's staging directory (the stored copy is synced only later)."""
-    path = getattr(trial, "pickled_error_file", None)
-    if path and os.path.exists(path):
-        try:
-            import cloudpickle
-
-            with open(path, "rb") as f:
-                return _error_line(cloudpickle.load(f))
-        except Exception:
-            pass
+    """The error of a failed Tune trial in one line, from the text file Tune writes for it in
+    the driver's staging directory (the traceback of the trial's exception): its last
+    exception line with the lines that continue its message, the exception named without its
+    module. Tune's pickled copy of the exception is not read: unpickling runs code."""
     path = getattr(trial, "error_file", None)
-    if path and os.path.exists(path):
-        with open(path, errors="replace") as f:
-            lines = [ln.strip() for ln in f if ln.strip()]
-        if lines:
-            return lines[-1]
-    return "see Tune's error file"
+    if not path or not os.path.exists(path):
+        return "see Tune's error file"
+    with open(path, errors="replace") as f:
+        lines = [ln.rstrip() for ln in f if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        found = _EXCEPTION_LINE.match(lines[i])
+        if found:
+            message = " ".join(ln.strip() for ln in [lines[i], *lines[i + 1 :]])
+            return message[len(found.group(1)) :]
+    return lines[-1].strip() if lines else "see Tune's error file"
 
 
 class ConsoleProgress(tune.Callback):
