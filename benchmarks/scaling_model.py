@@ -47,7 +47,6 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-STUDY_TAG = "robustmsa.study"
 ROLE_TAG = "robustmsa.role"
 
 # Node start-up delay (s) from the autoscaler's request to a worker that can run a trial.
@@ -105,25 +104,15 @@ def _first_timestamp(client, run, prefix: str) -> float | None:
 def read_study(tracking_uri: str, experiment: str, parent_run: str | None) -> dict:
     """The study's parent run times and its child runs as `Trial`s (in start order)."""
     from mlflow.tracking import MlflowClient
+    from robustmsa.analysis import find_study
 
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"{tracking_uri}: no experiment {experiment!r}")
-    if parent_run is None:
-        parents = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{STUDY_TAG}` != '' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if not parents:
-            raise SystemExit(f"experiment {experiment!r}: no finished study run")
-        parent = parents[0]
-    else:
-        parent = client.get_run(parent_run)
+    # The latest study when no parent is named (a study still running has no end to replay).
+    parent = find_study(client, experiment, parent_run, kind="search")
+    if parent.info.end_time is None:
+        raise SystemExit(f"study run {parent.info.run_id}: not finished")
     children = client.search_runs(
-        [exp.experiment_id],
+        [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         max_results=10000,
     )

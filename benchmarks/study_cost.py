@@ -35,7 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-STUDY_TAG = "robustmsa.study"
+STUDY_TAG = "robustmsa.study"  # robustmsa.tracking.runs.STUDY_TAG
 EPOCH_KEY = "time/epoch_s"  # robustmsa.training.loop.TIMING_PREFIX + "epoch_s"
 
 
@@ -57,24 +57,12 @@ def trial_reports(storage: Path, experiment_dir: str) -> dict[str, list[dict]]:
 
 def measure(tracking_uri: str, experiment: str, parent_run_id: str | None) -> dict:
     from mlflow.tracking import MlflowClient
+    from robustmsa.analysis import find_study
 
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise SystemExit(f"{tracking_uri}: no experiment {experiment!r}")
-    if parent_run_id is None:
-        parents = client.search_runs(
-            [exp.experiment_id],
-            filter_string=f"tags.`{STUDY_TAG}` != '' and status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=50,
-        )
-        parents = [p for p in parents if "mlflow.parentRunId" not in p.data.tags]
-        if not parents:
-            raise SystemExit(f"{tracking_uri}: no finished study in {experiment!r}")
-        parent = parents[0]
-    else:
-        parent = client.get_run(parent_run_id)
+    parent = find_study(client, experiment, parent_run_id, kind="search")
+    if parent.info.end_time is None:
+        raise SystemExit(f"study run {parent.info.run_id}: not finished")
     p = parent.data.params
     name, pid = parent.data.tags[STUDY_TAG], parent.info.run_id
     storage = Path(p["search.storage_path"])

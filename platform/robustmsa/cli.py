@@ -231,6 +231,12 @@ def _import(args):
     )  # fmt: skip
 
 
+def _add_tracking_uri(parser) -> None:
+    parser.add_argument(
+        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlruns.db (sqlite)"
+    )
+
+
 def _add_evaluate_command(sub) -> None:
     ev = sub.add_parser(
         "evaluate",
@@ -246,9 +252,7 @@ def _add_evaluate_command(sub) -> None:
     )
     ev.add_argument("--batch-size", type=int, default=128)
     ev.add_argument("--out", type=Path, help="write the table here (.parquet)")
-    ev.add_argument(
-        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlruns.db (sqlite)"
-    )
+    _add_tracking_uri(ev)
     ev.add_argument("--device", default="cpu")
 
 
@@ -295,9 +299,7 @@ def _add_report_command(sub) -> None:
     )
     rep.add_argument("--run-id", required=True, help="MLflow run id of a trial or reference run")
     rep.add_argument("--out", type=Path, help="also write the PNGs to OUT/<split>/")
-    rep.add_argument(
-        "--tracking-uri", help="default: $MLFLOW_TRACKING_URI, else ./mlruns.db (sqlite)"
-    )
+    _add_tracking_uri(rep)
 
 
 def _read_only_store(configured: str | None) -> str:
@@ -318,12 +320,12 @@ def _report(args) -> None:
     from mlflow.tracking import MlflowClient
 
     from robustmsa.errors import ConfigError
-    from robustmsa.evaluation.report import get_run, report_run, run_tables
+    from robustmsa.evaluation.report import report_run
 
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out}: exists and is not a directory")
     client = MlflowClient(_read_only_store(args.tracking_uri))
-    run_tables(client, get_run(client, args.run_id))  # refuses a run with nothing to draw
+    # Refuses an unknown run or one with nothing to draw before anything is written.
     drawn = report_run(client, args.run_id, out_dir=args.out)
     for split, paths in drawn.items():
         where = f"figures/{split}/ of run {args.run_id}"

@@ -7,9 +7,10 @@ tests/analysis/test_names.py checks that they agree. The study's and the trial's
 are imported instead: `robustmsa.tracking.runs` is light.
 """
 
-from robustmsa.tracking.runs import STUDY_TAG, TRIAL_TAG
+from robustmsa.tracking.runs import PARENT_TAG as PARENT_TAG
+from robustmsa.tracking.runs import STUDY_TAG as STUDY_TAG
+from robustmsa.tracking.runs import TRIAL_TAG as TRIAL_TAG
 
-PARENT_TAG = "mlflow.parentRunId"
 ROLE_TAG = "robustmsa.role"  # search.trial.ROLE_TAG
 OUTCOME_TAG = "robustmsa.outcome"  # completed | pruned
 EPOCHS_TAG = "robustmsa.epochs_run"
@@ -23,23 +24,3 @@ KIND_PARAM = "search.kind"
 COMPARISON_TABLE = "comparison/models.parquet"  # search.model_comparison
 ORACLE_MODEL = "oracle"
 COMPLETED, PRUNED = "completed", "pruned"
-
-__all__ = [
-    "COMPARISON_TABLE",
-    "COMPLETED",
-    "EPOCHS_TAG",
-    "KIND_PARAM",
-    "OBJECTIVE",
-    "ORACLE_MODEL",
-    "OUTCOME_TAG",
-    "PARENT_TAG",
-    "PRUNED",
-    "REFERENCE_ROLE",
-    "REFERENCE_TAG",
-    "ROLE_TAG",
-    "SEARCH_METRIC",
-    "SELECTED_TAG",
-    "SPACE_PARAM",
-    "STUDY_TAG",
-    "TRIAL_TAG",
-]

@@ -31,9 +31,9 @@ from mlflow.tracking import MlflowClient
 
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import CHECKPOINT_ARTIFACTS
+from robustmsa.tracking.runs import PARENT_TAG
 from robustmsa.training.checkpoint import ROWS_FILE
 
-PARENT_TAG = "mlflow.parentRunId"
 REPORT_SPLITS = ("valid", "test")
 
 

@@ -29,6 +29,7 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 TRIAL_TAG = "robustmsa.trial_id"
 STUDY_TAG = "robustmsa.study"
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag of a nested run
 # MLflow's experiment kind (the UI's ExperimentKind enum, MLflow 3.17): a study trains models,
 # it is not a GenAI app. Set on every study experiment, new or found without it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
