@@ -8,9 +8,11 @@ store and the tasks run on the session's local Ray.
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
+import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 from robustmsa.config import from_dict
@@ -18,7 +20,13 @@ from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.trial import FinishingTasks, TrialRunFinisher
 from robustmsa.tracking.runs import TRIAL_TAG
-from robustmsa.training.checkpoint import BEST_MODEL_FILE, CONFIG_FILE, ROWS_FILE, STATE_FILE
+from robustmsa.training.checkpoint import (
+    BEST_MODEL_FILE,
+    CONFIG_FILE,
+    ROWS_FILE,
+    STATE_FILE,
+    load_state,
+)
 from tiny_training import tiny_config, train
 
 
@@ -100,7 +108,11 @@ def test_without_a_test_evaluation_the_finishing_holds_no_cpu(checkpoint, store,
     run_id, trial = _trial(client, experiment, "t1", checkpoint)
     finisher = TrialRunFinisher(uri, experiment, resources={"cpu": 1})
     finisher.on_trial_complete(0, [trial], trial)
-    finisher.on_experiment_end([trial])  # returns although no CPU is free
+    ((_, _, task),) = finisher.tasks._pending
+    # Runs although no CPU is free (a task that needed one would time out here, not hang).
+    ready, _ = ray.wait([task], timeout=120)
+    assert ready
+    finisher.on_experiment_end([trial])
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["robustmsa.outcome"] == "completed"
@@ -112,6 +124,28 @@ def test_without_a_test_evaluation_the_finishing_holds_no_cpu(checkpoint, store,
     assert logged == {
         f"checkpoint/{n}" for n in (BEST_MODEL_FILE, CONFIG_FILE, STATE_FILE, ROWS_FILE)
     }
+
+
+def test_a_finish_waits_for_the_reference_trained_beside_the_search(checkpoint, store):
+    """The reference trains beside the search: a trial that completes before its curves are
+    there is held (its run stays RUNNING, no task yet) and finished at Tune's next step after
+    they arrive, with its effective robustness against them."""
+    uri, client, experiment = store
+    run_id, trial = _trial(client, experiment, "t1", checkpoint)
+    pending = Future()
+    finisher = TrialRunFinisher(uri, experiment, reference_rows=pending)
+    finisher.on_trial_complete(0, [trial], trial)
+    finisher.on_step(1, [trial])
+    assert finisher.tasks._pending == []
+    assert client.get_run(run_id).info.status == "RUNNING"
+    pending.set_result(load_state(checkpoint)[1])  # the reference's validation rows
+    finisher.on_step(2, [trial])
+    assert len(finisher.tasks._pending) == 1
+    finisher.on_experiment_end([trial])
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    # Against itself: no effective change, but every curve's summary is there.
+    assert run.data.metrics["robust/missing/all/effective_mae"] == pytest.approx(0.0)
 
 
 def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tmp_path):
