@@ -69,7 +69,7 @@ def tiny_splits(tiny_dataset):
 @pytest.fixture(scope="session")
 def local_ray():
     """A private local Ray for the whole session (never a bare init: that could attach to
-    another cluster on the machine). Four logical CPUs on two cores, as STACK.md measured."""
+    another cluster on the machine). Four logical CPUs on two cores, as docs/stack.md measured."""
     import ray
 
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")

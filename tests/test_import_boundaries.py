@@ -1,4 +1,4 @@
-"""DESIGN.md §1: the science layers import neither ray nor mlflow.
+"""docs/architecture.md §1: the science layers import neither ray nor mlflow.
 
 Checked in a fresh interpreter (this test process may already hold both). Modules are imported
 one after another and the heavy modules checked after each, so a failure names the first

@@ -1,4 +1,4 @@
-"""CMU-MultimodalSDK ``.csd`` importer (DESIGN.md §2, REFERENCE.md "Data formats").
+"""CMU-MultimodalSDK ``.csd`` importer (docs/architecture.md §2, docs/references.md "Data formats").
 
 Fixtures are tiny computational sequences written here with h5py in the SDK layout (a root
 group named after the sequence, ``data/<video>/features`` and ``intervals``, JSON strings

@@ -1,4 +1,5 @@
-"""MFN-style HDF5 importer (DESIGN.md §2, REFERENCE.md "Data formats", shared/data/README.md).
+"""MFN-style HDF5 importer (docs/architecture.md §2, docs/references.md "Data formats",
+shared/data/README.md).
 
 Fixtures are tiny folders written here with h5py in the exact MFN layout (float64 datasets
 ``d1``, front zero padding, ``text_{split}_emb.h5``, ``video_{split}.h5``, ``y_{split}.h5``).

@@ -1,4 +1,4 @@
-"""MMSA pickle importer (DESIGN.md §2, REFERENCE.md "Data formats").
+"""MMSA pickle importer (docs/architecture.md §2, docs/references.md "Data formats").
 
 Each fixture is a small dict with the exact MMSA layout and numpy dtypes (float64 features,
 ``-inf`` in audio, ``text_bert`` as float64 ``(N, 3, L)``), pickled to ``tmp_path``. Every

@@ -1,4 +1,4 @@
-"""Parquet writer/reader round trip on a hand-written dataset (DESIGN.md §2).
+"""Parquet writer/reader round trip on a hand-written dataset (docs/architecture.md §2).
 
 The dataset is small enough that every expected value (train statistics, standardised frames,
 padding) is computed here directly in numpy from the arrays that were written.

@@ -1,4 +1,5 @@
-"""The writer and the reader refuse corrupt or inconsistent data (DESIGN.md §2, "Data layer").
+"""The writer and the reader refuse corrupt or inconsistent data (docs/architecture.md §2,
+"Data layer").
 
 Table-driven: each case corrupts a good hand-written dataset, either the `SplitArrays` before
 `write_dataset` (write cases) or the Parquet files after it, rewritten with pyarrow so that the

@@ -1,4 +1,4 @@
-"""The synthetic generator and the dataset-directory resolution (DESIGN.md §2)."""
+"""The synthetic generator and the dataset-directory resolution (docs/architecture.md §2)."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_dataset_holds_its_generator_deterministically(tmp_path, tiny_dataset):
 
 
 def test_real_dataset_presets_have_the_reference_shapes():
-    """REFERENCE.md: MOSI aligned_50, MOSEI unaligned_50, CH-SIMS unaligned_39."""
+    """docs/references.md: MOSI aligned_50, MOSEI unaligned_50, CH-SIMS unaligned_39."""
     expected = {
         "mosi": ((1284, 229, 686), (50, 50, 50), (768, 5, 20), (-3.0, 3.0)),
         "mosei": ((16326, 1871, 4659), (50, 500, 500), (768, 74, 35), (-3.0, 3.0)),

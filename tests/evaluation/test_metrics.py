@@ -1,4 +1,4 @@
-"""Tests for robustmsa.evaluation.metrics (definitions: /work/shared/REFERENCE.md "Metrics").
+"""Tests for robustmsa.evaluation.metrics (definitions: docs/references.md "Metrics").
 
 Expected values are worked out by hand in the comments; sklearn appears only as an independent
 cross-check (randomised F1 and a transcription of MMSA's own metric code).

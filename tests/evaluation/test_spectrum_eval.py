@@ -1,7 +1,8 @@
 """Spectrum evaluation of a model (`SpectrumEvaluator`, `evaluate_spectrum`).
 
 The model is the registered late-fusion baseline, randomly initialised from a fixed seed and in
-eval mode; the tests check the table's structure and the determinism promised by DESIGN.md §3,
+eval mode; the tests check the table's structure and the determinism promised by
+docs/architecture.md §3,
 and compare against predictions computed directly with the model. Summaries: test_summaries.py.
 """
 

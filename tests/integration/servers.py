@@ -20,17 +20,27 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port never handed out before in this process: the kernel may give a
+    just-closed port again, and a Ray head given the same port for two components refuses to
+    start ("trying to use a port number ... used by other components")."""
+    while True:
+        with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def venv_env(**extra: str) -> dict[str, str]:
     """The environment of the project's venv: its bin first on PATH, auth mode explicit."""
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["RAY_AUTH_MODE"] = "disabled"  # STACK.md: set explicitly, or the CLI may need a token
+    env["RAY_AUTH_MODE"] = "disabled"  # docs/stack.md: set explicitly, or the CLI may need a token
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra)

@@ -1,4 +1,5 @@
-"""Token-id operators on text (DESIGN.md §3): replacement noise, [UNK] missingness, determinism,
+"""Token-id operators on text (docs/architecture.md §3): replacement noise, [UNK] missingness,
+determinism,
 and the token ids a `ParquetSplit` batch carries."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MLflow logging against a real sqlite tracking store (DESIGN.md §5).
+"""MLflow logging against a real sqlite tracking store (docs/architecture.md §5).
 
 One store per module (creating its tables takes seconds); every test works in its own
 experiment, so tests do not see each other's runs.

@@ -1,4 +1,5 @@
-"""A synthetic MSA benchmark with a known linear-Gaussian generative model (DESIGN.md §2).
+"""A synthetic MSA benchmark with a known linear-Gaussian generative model
+(docs/architecture.md §2).
 
 Because the model is known, the Bayes-optimal prediction under any corruption of the spectrum
 is computable exactly (`robustmsa.data.oracle`): the ceiling every model is measured against.
@@ -129,7 +130,7 @@ class SynthPreset:
 
 
 PRESETS: dict[str, SynthPreset] = {
-    # MMSA aligned_50 MOSI shapes, the standard CMU-MOSI split sizes (REFERENCE.md) and the
+    # MMSA aligned_50 MOSI shapes, the standard CMU-MOSI split sizes (docs/references.md) and the
     # real MOSI label distribution. Text carries most of the sentiment, audio and vision little
     # (as on the real data, where unimodal audio/vision models are near the constant).
     "mosi": SynthPreset(

@@ -5,7 +5,8 @@ epoch chosen on the validation objective) and ``config.yaml`` (the resolved stud
 trained them); a finished trial logs both to its run under ``checkpoint/``. Either way the
 model is rebuilt from the config with the dataset's dims and loaded with ``weights_only=True``.
 
-Test-split discipline (DESIGN.md §3): `evaluate_test_once` is the only code that evaluates the
+Test-split discipline (docs/architecture.md §3): `evaluate_test_once` is the only code that
+evaluates the
 test split for a run; it refuses a run that already has a test evaluation, so the test split
 is reported once and never feeds a choice (selection reads ``val/...`` metrics only).
 """

@@ -1,6 +1,6 @@
 """Sentiment metrics and robustness-curve summaries (numpy only).
 
-Every definition follows /work/shared/REFERENCE.md, section "Metrics (MMSA definitions;
+Every definition follows docs/references.md, section "Metrics (MMSA definitions;
 reproduce exactly)", which records the MMSA toolkit's ``MetricsTop`` (``__eval_mosi_regression``
 and ``__eval_sims_regression``) and the AUILC of EMT-DLFR; effective robustness is MultiBench's.
 
@@ -96,7 +96,7 @@ def weighted_f1(true: object, pred: object) -> float:
     """Support-weighted F1 over the classes present in ``true`` or ``pred``.
 
     Same semantics as ``sklearn.metrics.f1_score(true, pred, average="weighted")`` with the TRUE
-    labels first (REFERENCE.md; MMSA): per class ``F1 = 2 TP / (2 TP + FP + FN)``, which is
+    labels first (docs/references.md; MMSA): per class ``F1 = 2 TP / (2 TP + FP + FN)``, which is
     ``2 P R / (P + R)`` and is 0 when ``P + R = 0`` (sklearn's zero-division value); the class
     F1 scores are averaged with weights equal to their number of TRUE samples, so a class that
     only occurs among the predictions has weight 0 (its false positives still lower the recall
@@ -145,7 +145,7 @@ def _bin(x: np.ndarray, edges: Sequence[float]) -> np.ndarray:
 
 
 def regression_metrics(pred: object, label: object) -> dict[str, float]:
-    """MOSI / MOSEI metrics, MMSA's ``__eval_mosi_regression`` (REFERENCE.md "Metrics").
+    """MOSI / MOSEI metrics, MMSA's ``__eval_mosi_regression`` (docs/references.md "Metrics").
 
     ``pred`` and ``label`` are 1-D array-likes of equal, non-zero length (labels in [-3, 3]);
     anything else, or a nan / inf value, raises ``ValueError``. Keys:
@@ -196,7 +196,7 @@ def regression_metrics(pred: object, label: object) -> dict[str, float]:
 
 
 def sims_metrics(pred: object, label: object) -> dict[str, float]:
-    """CH-SIMS metrics, MMSA's ``__eval_sims_regression`` (REFERENCE.md "Metrics").
+    """CH-SIMS metrics, MMSA's ``__eval_sims_regression`` (docs/references.md "Metrics").
 
     Both ``pred`` and ``label`` are first clipped to [-1, 1]; input rules as for
     :func:`regression_metrics`. Keys:
@@ -226,7 +226,7 @@ def sims_metrics(pred: object, label: object) -> dict[str, float]:
 
 
 def auilc(values: object, step: float = 0.1) -> float:
-    """Area under an indicator-vs-missing-rate curve, EMT-DLFR's AUILC (REFERENCE.md).
+    """Area under an indicator-vs-missing-rate curve, EMT-DLFR's AUILC (docs/references.md).
 
     ``sum((m[i] + m[i + 1]) / 2 * step)`` over consecutive points ``m`` taken at equally spaced
     rates (0.0..1.0 for MOSI / MOSEI, 0.0..0.5 for CH-SIMS, ``step`` 0.1). It is NOT divided by
@@ -243,7 +243,7 @@ def auilc(values: object, step: float = 0.1) -> float:
 def mean_over_curve(values: object, step: float = 0.1) -> float:
     """Width-normalised AUILC: ``auilc(values, step) / (step * (len(values) - 1))``.
 
-    The trapezoid mean of the curve over its range (EMT-DLFR's AUILC, REFERENCE.md, divided by
+    The trapezoid mean of the curve over its range (EMT-DLFR's AUILC, docs/references.md, divided by
     the range width), comparable across ranges of different width. A single value is returned
     unchanged; an empty curve raises ``ValueError``.
     """
@@ -257,7 +257,7 @@ def mean_over_curve(values: object, step: float = 0.1) -> float:
 
 
 def effective_robustness(curve: object, reference_curve: object) -> float:
-    """MultiBench's effective robustness (REFERENCE.md "Metrics").
+    """MultiBench's effective robustness (docs/references.md "Metrics").
 
     ``sum_i (a_i - a_0) - sum_i (LF_i - LF_0)`` where ``a`` is ``curve`` and ``LF`` the
     ``reference_curve`` (late fusion in MultiBench), both over the same noise levels with the

@@ -9,7 +9,7 @@ is the rows of one ``(protocol, modalities, metric)`` ordered by level; the poin
 
 - per curve of 2+ levels (``missing``, ``noise``, ``joint`` scopes; ``grid`` rows):
 
-  - ``<protocol>/<modalities>/auilc_<metric>``: EMT-DLFR's AUILC (REFERENCE.md),
+  - ``<protocol>/<modalities>/auilc_<metric>``: EMT-DLFR's AUILC (docs/references.md),
     ``sum((m[i] + m[i+1]) / 2 * step)`` over consecutive levels, not divided by the range width:
     `metrics.auilc` with the curve's step (0.1 on the default levels 0.0..1.0, so exactly as
     EMT-DLFR codes it); unevenly spaced levels use each gap as its own step;

@@ -2,8 +2,8 @@
 
 Paper: "Mixture of Disentangled Experts with Missing Modalities for Robust Multimodal Sentiment
 Analysis", arXiv 2602.01833. No public code exists and no secondary note gives its details
-(REFERENCE.md): what is known is the abstract. Where the abstract is silent this file borrows
-from MISA (Hazarika et al., ACM MM 2020), the nearest public relative named in REFERENCE.md.
+(docs/references.md): what is known is the abstract. Where the abstract is silent this file borrows
+from MISA (Hazarika et al., ACM MM 2020), the nearest public relative named in docs/references.md.
 
 Follows the paper's description (the abstract):
 

@@ -1,7 +1,7 @@
 """Late fusion: one unimodal predictor per modality, averaged over the present ones.
 
 The effective-robustness reference baseline (MultiBench): effective robustness of a model is
-its accuracy drop under corruption minus that of late fusion (REFERENCE.md, Metrics), so this
+its accuracy drop under corruption minus that of late fusion (docs/references.md, Metrics), so this
 model must stay a plain, well-defined reference rather than a tuned competitor.
 
 Per modality ``m``: ``h_m = encoder_m(x_m)`` (B, H) and an offset ``delta_m = head_m(h_m)``

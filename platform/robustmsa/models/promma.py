@@ -2,7 +2,7 @@
 
 Paper: "Evaluation Before Generation: A Paradigm for Robust Multimodal Sentiment Analysis with
 Missing Modalities", arXiv 2604.05558, ICME 2026. Its public repository holds only a README,
-and what is known of the method is the abstract (REFERENCE.md); the numbers come from its
+and what is known of the method is the abstract (docs/references.md); the numbers come from its
 nearest public relative MPLMM (prompts of length 16 and width 30 on a MulT backbone
 pretrained on complete data).
 

@@ -2,7 +2,7 @@
 
 Paper: "QA-MoE: Towards a Continuous Reliability Spectrum with Quality-Aware Mixture of Experts
 for Robust Multimodal Sentiment Analysis", arXiv 2604.05704, ACL 2026. No public code exists;
-what is known of the method comes from the abstract and secondary notes (REFERENCE.md).
+what is known of the method comes from the abstract and secondary notes (docs/references.md).
 
 Follows the paper's description:
 

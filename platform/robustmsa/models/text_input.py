@@ -1,5 +1,5 @@
 """How text enters a model: precomputed feature frames, or token ids through a `transformers`
-encoder (DESIGN.md §4).
+encoder (docs/architecture.md §4).
 
 ``kind: features`` (default) hands the batch's text frames through unchanged. ``kind:
 transformer`` encodes ``batch.tokens`` with a BERT encoder built from a config (no download:

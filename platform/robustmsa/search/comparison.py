@@ -1,6 +1,6 @@
 """The per-rate protocol and the One-Checkpoint-for-All comparison (``search.kind``).
 
-Per-rate (TFR-Net / EMT-DLFR; REFERENCE.md): one specialist per level ``r`` of
+Per-rate (TFR-Net / EMT-DLFR; docs/references.md): one specialist per level ``r`` of
 ``search.levels``, trained with every sample at missing rate ``r`` (or noise ``r``) on all
 modalities (sampler ``fixed``). The per-rate curve at ``r`` is the specialist of ``r``
 evaluated at ``r``. One-Checkpoint-for-All (QA-MoE): one model trained on the study's

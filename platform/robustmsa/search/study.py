@@ -106,7 +106,7 @@ def init_ray(logical_cpus: int = 2) -> None:
         )
     else:
         # A private local cluster needs no token auth; without this, a token file left in
-        # ~/.ray by another cluster would switch auth on (STACK.md).
+        # ~/.ray by another cluster would switch auth on (docs/stack.md).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
             address="local",
@@ -364,7 +364,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     in_process = resolve_backend(config) == "in_process"
     plan = trial_resources(config, in_process)
     if s.max_concurrent != "auto":
-        # Locally, size the logical CPUs so that max_concurrent trials fit (STACK.md).
+        # Locally, size the logical CPUs so that max_concurrent trials fit (docs/stack.md).
         init_ray(math.ceil(s.max_concurrent * plan.footprint().get("CPU", 1)))
     else:
         init_ray()

@@ -1,4 +1,5 @@
-"""The continuous reliability spectrum (DESIGN.md §3): per-modality ``(noise λ, missing η)``.
+"""The continuous reliability spectrum (docs/architecture.md §3): per-modality
+``(noise λ, missing η)``.
 
 - `draw`, `apply_point`: deterministic corruption of an evaluation batch at one point (float or
   per-sample rates), with random numbers shared by the points of a sweep;

@@ -2,7 +2,7 @@
 
 A stream for one sample and modality depends only on ``(digest, sample_id, stream_key, seed,
 modality, stream)``, never on batch size, order, worker or device, so every model in a study
-sees identical corrupted inputs (DESIGN.md §3, determinism).
+sees identical corrupted inputs (docs/architecture.md §3, determinism).
 """
 
 from __future__ import annotations

@@ -5,14 +5,14 @@ Shapes as in `robustmsa.data.batch`: ``features[m]`` float32 ``(B, T, d)``, ``ma
 ``token_mask`` bool ``(B, L)``. Each of ``λ`` and ``η`` is a float (the whole batch) or a float
 tensor ``(B,)`` (per-sample rates); per sample the operator is that of the float case.
 
-Order (DESIGN.md §3): noise first, then missingness.
+Order (docs/architecture.md §3): noise first, then missingness.
 
 - Features: ``x' = sqrt(1 - λ²) x + λ ε`` on valid frames only, then each valid frame dropped
   independently with probability ``η`` (zeroed, unmasked).
 - Token ids (`TokenSpec`, `corrupt_tokens`): each valid non-special token replaced with
   probability ``λ`` by a token drawn uniformly from the non-special vocabulary, then each valid
   non-special token set to ``[UNK]`` with probability ``η``; ``[CLS]``/``[SEP]``/``[PAD]`` are
-  never changed (the TFR-Net / EMT-DLFR / LNLN / MMSA ``generate_m`` convention, REFERENCE.md
+  never changed (the TFR-Net / EMT-DLFR / LNLN / MMSA ``generate_m`` convention, docs/references.md
   "Intra-modal random missing").
 """
 
@@ -206,7 +206,7 @@ class TokenSpec:
         return index + torch.searchsorted(below, index, right=True)
 
 
-# bert-base-uncased, the vocabulary of MMSA's ``text_bert`` ids (REFERENCE.md "Intra-modal
+# bert-base-uncased, the vocabulary of MMSA's ``text_bert`` ids (docs/references.md "Intra-modal
 # random missing": text -> [UNK] id 100, [CLS]/[SEP] kept): [PAD] 0, [UNK] 100, [CLS] 101,
 # [SEP] 102, [MASK] 103.
 BERT_UNCASED = TokenSpec(

@@ -1,4 +1,4 @@
-"""Named evaluation protocols: each expands to a list of `EvalPoint`s (DESIGN.md §3).
+"""Named evaluation protocols: each expands to a list of `EvalPoint`s (docs/architecture.md §3).
 
 - ``clean``: one point, every modality at ``(0, 0)``.
 - ``missing`` / ``noise``: η (resp. λ) at each level (default 0.0..1.0 step 0.1) on the scope's

@@ -1,4 +1,5 @@
-"""Training-time reliability samplers (DESIGN.md §3; REFERENCE.md "Robustness protocols in use").
+"""Training-time reliability samplers (docs/architecture.md §3; docs/references.md
+"Robustness protocols in use").
 
 Components, each drawing per sample and modality a reliability ``(λ, η)`` and a whole-modality
 drop:

@@ -1,6 +1,6 @@
 """Log a spectrum evaluation to MLflow: every point, the summaries, the table and its figures.
 
-What one `log_spectrum` call writes to a run (DESIGN.md §5), for ``split = "valid"``:
+What one `log_spectrum` call writes to a run (docs/architecture.md §5), for ``split = "valid"``:
 
 - metrics, all in one batched `log_metrics` call:
 

@@ -101,7 +101,7 @@ def fit(
             },
         ),
         run_config=RunConfig(
-            # A reused name would resume an old run (STACK.md): every fit gets its own.
+            # A reused name would resume an old run (docs/stack.md): every fit gets its own.
             name=f"{config.name}-{uuid.uuid4().hex[:8]}",
             storage_path=str(storage_path) if storage_path else None,
             callbacks=callbacks,
