@@ -1,8 +1,8 @@
 """Sentiment metrics and robustness-curve summaries (numpy only).
 
-Every definition follows docs/references.md, section "Metrics (MMSA definitions;
-reproduce exactly)", which records the MMSA toolkit's ``MetricsTop`` (``__eval_mosi_regression``
-and ``__eval_sims_regression``) and the AUILC of EMT-DLFR; effective robustness is MultiBench's.
+Every definition follows docs/references.md, section "Metrics": the MMSA toolkit's
+``MetricsTop`` (``__eval_mosi_regression`` and ``__eval_sims_regression``) and the AUILC of
+EMT-DLFR; effective robustness is MultiBench's.
 
 - :func:`regression_metrics`: MOSI / MOSEI labels in [-3, 3] (MMSA).
 - :func:`sims_metrics`: CH-SIMS labels in [-1, 1] (MMSA).

@@ -207,7 +207,7 @@ class TokenSpec:
 
 
 # bert-base-uncased, the vocabulary of MMSA's ``text_bert`` ids (docs/references.md "Intra-modal
-# random missing": text -> [UNK] id 100, [CLS]/[SEP] kept): [PAD] 0, [UNK] 100, [CLS] 101,
+# text tokens"; a missing token -> [UNK] id 100, [CLS]/[SEP] kept): [PAD] 0, [UNK] 100, [CLS] 101,
 # [SEP] 102, [MASK] 103.
 BERT_UNCASED = TokenSpec(
     vocab_size=30522, pad_id=0, unk_id=100, special_ids=(0, 100, 101, 102, 103)
