@@ -2,7 +2,8 @@
 
 Builds a synthetic MMSA ``unaligned_50.pkl`` with MOSEI's split sizes and shapes
 (docs/references.md "Datasets": 16326 / 1871 / 4659 samples; text (50, 768), audio
-(500, 74), vision (500, 35), float32, ``-inf`` in audio as in the real files), then measures in one run:
+(500, 74), vision (500, 35), float32, ``-inf`` in audio as in the real files), then
+measures in one run:
 
 - import time (``robustmsa data import mmsa``) of that pickle;
 - load time of the resulting Parquet dataset versus ``pickle.load`` of the original, as a
