@@ -14,7 +14,11 @@ store and its Ray Tune results:
 - where the rest went: the parent's start to the first searched trial's first epoch, the
   trials' time outside their epochs (Tune's ``time_total_s`` less the epochs: process start,
   data, model), and the last trial's last report to the parent's end (the test evaluation of the
-  selected trial and the reference, their figures).
+  selected trial and the reference, their figures);
+- the floor: every CPU-second the study spends (the trials' and the reference's trainables as
+  Tune timed them, the oracle task and the two test reports as they log ``time/oracle_s`` and
+  ``time/present_s``) divided by the concurrency; no schedule of that work on that many CPUs
+  ends sooner, so ``floor_ratio`` is the best ratio that scheduling alone could reach.
 
 Goal (issue 12): wall / ideal at most 1.3 for the default study.
 
@@ -37,6 +41,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 STUDY_TAG = "robustmsa.study"  # robustmsa.tracking.runs.STUDY_TAG
 EPOCH_KEY = "time/epoch_s"  # robustmsa.training.loop.TIMING_PREFIX + "epoch_s"
+ORACLE_KEY = "time/oracle_s"  # robustmsa.search.study_evaluation.ORACLE_TIME
+PRESENT_KEY = "time/present_s"  # robustmsa.search.study_evaluation.PRESENT_TIME
+RUN_TAGS = ("robustmsa.selected_run_id", "robustmsa.reference_run_id")
 
 
 def _results(trial_dir: Path) -> list[dict]:
@@ -80,6 +87,19 @@ def measure(tracking_uri: str, experiment: str, parent_run_id: str | None) -> di
         total = sum(rs[-1]["time_total_s"] for rs in reports.values() if rs)
         return total - sum(epochs(reports))
 
+    # The work besides the searched trials' training, in seconds of one CPU each: the reference
+    # model's trainable, the oracle task, the selected trial's and the reference's test report
+    # with figures. No schedule packs the study shorter than all the work / the concurrency.
+    oracle_s = parent.data.metrics.get(ORACLE_KEY, 0.0)
+    present_s = sum(
+        client.get_run(parent.data.tags[tag]).data.metrics.get(PRESENT_KEY, 0.0)
+        for tag in RUN_TAGS
+        if tag in parent.data.tags
+    )
+    reference_s = sum(rs[-1]["time_total_s"] for rs in reference.values() if rs)
+    trials_s = sum(rs[-1]["time_total_s"] for rs in searched.values() if rs)
+    work_s = trials_s + reference_s + oracle_s + present_s
+
     start, end = parent.info.start_time / 1000, parent.info.end_time / 1000
     first = min(rs[0]["timestamp"] - rs[0]["time_this_iter_s"] for rs in searched.values() if rs)
     last = max(rs[-1]["timestamp"] for rs in searched.values() if rs)
@@ -104,6 +124,12 @@ def measure(tracking_uri: str, experiment: str, parent_run_id: str | None) -> di
         "before_the_search_s": round(first - start, 1),
         "search_s": round(last - first, 1),
         "after_the_search_s": round(end - last, 1),
+        "work_reference_s": round(reference_s, 1),
+        "work_oracle_s": round(oracle_s, 1),
+        "work_test_reports_s": round(present_s, 1),
+        "work_total_s": round(work_s, 1),
+        "floor_wall_s": round(work_s / concurrency, 1),
+        "floor_ratio": round(work_s / concurrency / ideal, 3),
         "goal_ratio_at_most": 1.3,
     }
 

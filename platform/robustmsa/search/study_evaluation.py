@@ -20,6 +20,7 @@ Other runs' figures are drawn on demand: ``robustmsa report --run-id RUN``.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ from mlflow.tracking import MlflowClient
 from robustmsa.evaluation.logged import CHECKPOINT_ARTIFACTS, TEST_TAG, evaluate_test_once
 from robustmsa.evaluation.report import get_run, report_run
 from robustmsa.search.trial import error_line, one_torch_thread
+from robustmsa.training.loop import TIMING_PREFIX
+
+# What each task took, logged where its output goes (benchmarks/study_cost.py adds them up).
+ORACLE_TIME = TIMING_PREFIX + "oracle_s"  # on the parent run
+PRESENT_TIME = TIMING_PREFIX + "present_s"  # on the selected trial's and the reference's run
 
 
 @ray.remote
@@ -54,6 +60,7 @@ def _oracle_task(
     splits = open_dataset(root, frame_cache=Path(data["cache_dir"]) / "frames")
     client = MlflowClient(tracking_uri)
     found = {}
+    started = time.perf_counter()
     with one_torch_thread():
         points = {"valid": spectrum["protocols"], "test": spectrum["report_protocols"]}
         for split, names in points.items():
@@ -67,6 +74,7 @@ def _oracle_task(
                 client, parent_run_id, rows, split=split, source=ORACLE_SOURCE, figures=False
             )
             found[split] = rows
+    client.log_metric(parent_run_id, ORACLE_TIME, time.perf_counter() - started)
     return found
 
 
@@ -86,12 +94,14 @@ def _present_task(
 ) -> None:
     """The selected trial's or the reference's test evaluation (unless done) and figures."""
     client = MlflowClient(tracking_uri)
+    started = time.perf_counter()
     with one_torch_thread():
         if TEST_TAG not in get_run(client, run_id).data.tags:
             with tempfile.TemporaryDirectory(prefix="robustmsa-present-") as tmp:
                 local = client.download_artifacts(run_id, CHECKPOINT_ARTIFACTS, tmp)
                 evaluate_test_once(client, run_id, local, device=device)
         report_run(client, run_id, oracle=oracle or {})
+    client.log_metric(run_id, PRESENT_TIME, time.perf_counter() - started)
 
 
 def present_runs(
