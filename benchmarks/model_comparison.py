@@ -21,6 +21,7 @@ model_comparison``, ignored by git); results to benchmarks/results/model_compari
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     from robustmsa.config import load
-    from robustmsa.search.model_comparison import format_comparison
+    from robustmsa.search.kinds.compare_models import format_comparison
     from robustmsa.search.study import run_study
 
     config = load(STUDY, args.overrides)
@@ -65,7 +66,7 @@ def main() -> None:
     started = time.perf_counter()
     result = run_study(config, root=args.root)
     wall = time.perf_counter() - started
-    value = {(r["split"], r["model"], r["summary"]): r["value"] for r in result.comparison}
+    value = {(r.split, r.model, r.summary): r.value for r in result.rows}
     gate = {
         split: value[(split, "qa_moe", "spectrum_mae")]
         - value[(split, "qa_moe-no-quality-gate", "spectrum_mae")]
@@ -85,11 +86,11 @@ def main() -> None:
         "parent_run_id": result.parent_run_id,
         "runs": _runs(result),
         "quality_gate_delta": gate,
-        "table": result.comparison,
+        "table": [dataclasses.asdict(r) for r in result.rows],
     }
     out = HERE / "results" / "model_comparison.json"
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(format_comparison(result.comparison))
+    print(format_comparison(result.rows))
     print(f"QA-MoE minus QA-MoE without the quality gate (spectrum MAE): {gate}")
     for role, r in record["runs"].items():
         print(f"  {role:<24} epochs {r['epochs_run']:>3} best {r['best_epoch']:>3} {r['wall_s']} s")

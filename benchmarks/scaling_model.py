@@ -16,7 +16,7 @@ derives what each part of the study cost where it ran:
 
 It then re-plays the study on W workers (each holds one trial or one finishing task) as a
 discrete-event schedule with the rules seen in the measured run: the reference trial alone
-first; then the searched trials, at most W at a time (``search.max_concurrent`` = W, or
+first; then the searched trials, at most W at a time (``study.max_concurrent`` = W, or
 ``auto``); a finished trial's process is reused for the next trial at once; a worker that is not
 reused takes a waiting finishing task before a new trial. Node start-up: the first worker is
 asked for when the study starts, the other W - 1 when the reference ends; each is usable after

@@ -9,7 +9,7 @@ store and its Ray Tune results:
 - ideal packed training time: the sum of the searched trials' training epochs (each epoch's
   ``time/epoch_s`` as the training loop measured it: training, validation spectrum and
   checkpoint, in Tune's ``result.json`` of every trial), divided by the study's concurrency
-  (``search.resolved_max_concurrent`` on the parent run); the reference model's epochs are
+  (``study.resolved_max_concurrent`` on the parent run); the reference model's epochs are
   shown too, and a second ratio counts them;
 - where the rest went: the parent's start to the first searched trial's first epoch, the
   trials' time outside their epochs (Tune's ``time_total_s`` less the epochs: process start,
@@ -58,7 +58,7 @@ def trial_reports(storage: Path, experiment_dir: str) -> dict[str, list[dict]]:
     """``{trial dir name: reports}`` of one Tune experiment under ``storage``."""
     root = storage / experiment_dir
     if not root.is_dir():
-        raise SystemExit(f"{root}: no Tune experiment there (search.storage_path of the study)")
+        raise SystemExit(f"{root}: no Tune experiment there (study.storage_path of the study)")
     return {d.name: _results(d) for d in sorted(root.iterdir()) if d.is_dir()}
 
 
@@ -72,8 +72,8 @@ def measure(tracking_uri: str, experiment: str, parent_run_id: str | None) -> di
         raise SystemExit(f"study run {parent.info.run_id}: not finished")
     p = parent.data.params
     name, pid = parent.data.tags[STUDY_TAG], parent.info.run_id
-    storage = Path(p["search.storage_path"])
-    concurrency = int(p["search.resolved_max_concurrent"])
+    storage = Path(p["study.storage_path"])
+    concurrency = int(p["study.resolved_max_concurrent"])
     searched = trial_reports(storage, f"{name}-{pid[:8]}")
     try:
         reference = trial_reports(storage, f"reference-{pid[:8]}")

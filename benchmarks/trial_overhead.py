@@ -35,7 +35,7 @@ def per_trial_seconds(backend: str, trials: int, root: Path) -> float:
             "training.epochs=0",
             f"training.backend={backend}",
             f"search.num_samples={trials}",
-            "search.max_concurrent=1",
+            "study.max_concurrent=1",
         ],
     )
     started = time.perf_counter()

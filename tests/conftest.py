@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Every worker line keeps its own pid: Ray's driver otherwise folds similar lines of several
+# processes into one "[repeated Nx across cluster]" under the first pid, and a test that tells
+# trial processes apart by pid (tests/search/test_console.py) then reads another test's pid.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
 def pytest_configure(config):

@@ -124,17 +124,17 @@ def store(tmp_path_factory):
     client.create_experiment("empty", str(root / "artifacts"))
 
     # A compare_models study: its table as the study logs it.
-    from robustmsa.search.model_comparison import comparison_table, log_model_comparison
+    from robustmsa.search.kinds.compare_models import log_summary_table, summary_table
 
     compare_exp = client.create_experiment("compare", str(root / "artifacts"))
     compare = client.create_run(compare_exp, tags={"robustmsa.study": "c"}).info.run_id
-    log_params(client, compare, {"search.kind": "compare_models", "search.space": "[]"})
+    log_params(client, compare, {"study.kind": "compare_models", "search.space": "[]"})
     table = []
     for split in ("valid", "test"):
         # the study's own point rows: its spectrum.protocols, no grid
         by_model = {"reference": spectrum(0.7, grid=False), "qa_moe": spectrum(0.4, grid=False)}
-        table += comparison_table(by_model, split, spectrum(0.1, grid=False))
-    log_model_comparison(client, compare, table, {})
+        table += summary_table(by_model, split, spectrum(0.1, grid=False))
+    log_summary_table(client, compare, table, {})
     return dict(
         uri=uri,
         root=root,

@@ -80,7 +80,7 @@ def smoke_study(tmp_path_factory) -> SmokeStudy:
 
 @pytest.fixture(scope="session")
 def smoke_comparison(smoke_study, tmp_path_factory) -> SmokeStudy:
-    """``studies/model_comparison.py --smoke-test`` (search.kind compare_models) run once per
+    """``studies/model_comparison.py --smoke-test`` (study.kind compare_models) run once per
     session into the smoke study's root: the same ``tracking_uri`` and ``artifacts``,
     experiment ``model_comparison``. Read-only for its users."""
     return comparison_smoke_study(tmp_path_factory)

@@ -15,7 +15,7 @@ def test_study_yaml_loads_with_typed_sections():
     assert isinstance(config, StudyConfig)
     assert config.model.name == "qa_moe"
     assert config.training.lr == pytest.approx(1e-3)
-    assert [p.name for p in config.search.space][:2] == [
+    assert [p.name for p in config.kind_section.space][:2] == [
         "model.params.num_experts",
         "model.params.top_k",
     ]
@@ -155,7 +155,7 @@ def test_an_empty_space_searches_the_models_own_space(monkeypatch):
     own = ({"name": "model.params.hidden", "type": "int", "low": 8, "high": 32},)
     monkeypatch.setitem(MODELS, "late_fusion", replace(spec, search_space=own))
     config = from_dict({"model": {"name": "late_fusion"}})
-    assert [(p.name, p.low, p.high) for p in config.search.space] == [
+    assert [(p.name, p.low, p.high) for p in config.kind_section.space] == [
         ("model.params.hidden", 8, 32)
     ]
     listed = from_dict(
@@ -164,8 +164,45 @@ def test_an_empty_space_searches_the_models_own_space(monkeypatch):
             "search": {"space": [{"name": "training.lr", "type": "float", "low": 0.1, "high": 1}]},
         }
     )
-    assert [p.name for p in listed.search.space] == ["training.lr"]
+    assert [p.name for p in listed.kind_section.space] == ["training.lr"]
     bad = ({"name": "model.params.nope", "type": "int", "low": 1, "high": 2},)
     monkeypatch.setitem(MODELS, "late_fusion", replace(spec, search_space=bad))
     with pytest.raises(ConfigError, match=r"model\.params\.nope: unknown key"):
         from_dict({"model": {"name": "late_fusion"}})
+
+
+def test_each_study_kind_reads_its_own_section_and_round_trips():
+    from robustmsa.search.kinds import KINDS
+
+    config = load(STUDY_YAML)
+    assert config.study.kind == "search" and type(config.kind_section) is KINDS["search"].section
+    raw = config.to_dict()
+    assert "kind_section" not in raw and raw["search"]["num_samples"] == 8
+    assert from_dict(raw).to_dict() == raw  # a trial's config.yaml loads back the same
+    confirm = from_dict({"study": {"kind": "confirm"}, "confirm": {"seeds": 4}})
+    assert confirm.kind_section.seeds == 4 and "search" not in confirm.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"study": {"kind": "grid"}}, r"^study\.kind: unknown study kind 'grid' \(known: \["),
+        ({"search": {"max_concurrent": 2}}, r"^search\.max_concurrent: moved to study\."),
+        ({"search": {"kind": "per_rate"}}, r"^search\.kind: moved to study\.kind"),
+        ({"search": {"levels": [0.5]}}, r"^search\.levels: moved to per_rate\.levels"),
+        ({"search": {"num_samples": 0}}, r"^search\.num_samples: must be >= 1, got 0"),
+        ({"per_rate": {"levels": [0.5]}}, r"^per_rate: the section of study kind 'per_rate', "),
+        ({"study": {"kind": "confirm"}, "confirm": {"seeds": 1}}, r"^confirm\.seeds: .*at least"),
+        (
+            {"study": {"kind": "confirm", "reference_model": None}},
+            r"^study\.reference_model: a confirmation pairs",
+        ),
+        (
+            {"study": {"kind": "compare_models"}, "compare_models": {"models": {}}},
+            r"^compare_models\.models: compare_models needs at least one model",
+        ),
+    ],
+)
+def test_a_study_kind_section_is_checked_when_the_config_loads(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(raw)

@@ -7,20 +7,16 @@ to stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from robustmsa.errors import RobustMSAError
 
-# A study's --smoke-test: the same config, shrunk to finish in a few minutes on 2 cores.
-SMOKE_OVERRIDES = {
-    "training.epochs": 2,
-    "search.num_samples": 2,
-    "search.max_concurrent": 2,
-    "search.grace_period": 1,
-    "search.levels": [0.0, 0.5, 1.0],  # per_rate / one_checkpoint_for_all: three specialists
-}
+# A study's --smoke-test: the same config, shrunk to finish in a few minutes on 2 cores (and
+# each study kind's own shrinking, `StudyKind.smoke`).
+SMOKE_OVERRIDES = {"training.epochs": 2, "study.max_concurrent": 2}
 
 
 def _fail(message: str) -> int:
@@ -54,10 +50,15 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
     )
     args = parser.parse_args(argv)
     try:
-        overrides = [f"{k}={v}" for k, v in SMOKE_OVERRIDES.items()] if args.smoke_test else []
-        config = load(args.config, overrides + args.overrides)
-        if args.smoke_test and config.data.source == "synthetic":
-            config = load(args.config, [*overrides, "data.preset=tiny", *args.overrides])
+        config = load(args.config, args.overrides)
+        if args.smoke_test:
+            from robustmsa.search.kinds import KINDS
+
+            smoke = {**SMOKE_OVERRIDES, **KINDS[config.study.kind].smoke}
+            if config.data.source == "synthetic":
+                smoke["data.preset"] = "tiny"
+            overrides = [f"{k}={json.dumps(v)}" for k, v in smoke.items()]
+            config = load(args.config, overrides + args.overrides)
         from robustmsa.search.console import quiet_ray_logs
         from robustmsa.search.study import run_study
 
@@ -70,40 +71,13 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
 
 
 def format_result(result, experiment: str) -> str:
-    lines = [f"Study finished in {result.wall_s:.1f} s: {len(result.trials)} searched trials"]
-    if result.trials:
-        lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  {'outcome':<9}  params")
-    for t in result.trials:
-        score = f"{t['score']:.4f}" if t["score"] is not None else "-"
-        params = ", ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in sorted(t["params"].items()))
-        note = f"  [error: {t['error']}]" if t["error"] else ""
-        outcome = t.get("outcome") or "-"
-        lines.append(
-            f"  {t['trial_id']!s:<12} {score:>8} {t['epochs']!s:>6}  {outcome:<9}  {params}{note}"
-        )
-    if result.trials and result.reference:
-        r = result.reference
-        lines.append(
-            f"  {'reference':<12} {r['score']:>8.4f} {'':>6}  {'':<9}  {r['model']} at its "
-            "defaults (the baseline of effective robustness)"
-        )
-    if result.trials and result.oracle_score is not None:
-        lines.append(
-            f"  {'oracle':<12} {result.oracle_score:>8.4f} {'':>6}  {'':<9}  the Bayes oracle on "
-            "the same inputs (the ceiling)"
-        )
-    if result.comparison and "summary" in result.comparison[0]:  # search.kind compare_models
-        from robustmsa.search.model_comparison import format_comparison
+    from robustmsa.search.kinds import KINDS
 
-        lines.append("Spectrum-averaged MAE on the validation protocols, excess over the oracle:")
-        lines.append(format_comparison(result.comparison))
-    if result.best:
-        lines.append(
-            f"Best trial {result.best['trial_id']}: validation spectrum score "
-            f"{result.best['score']:.4f} (mean MAE over the reliability spectrum); its test "
-            f"report and figures, and the reference's: runs {result.selected_run_id}"
-            + (f" and {result.reference['run_id']}" if result.reference else "")
-        )
+    kind = KINDS[result.kind]
+    what = f"{len(result.trials)} searched trials" if result.kind == "search" else result.kind
+    lines = [f"Study finished in {result.wall_s:.1f} s: {what}"]
+    if kind.format is not None:
+        lines += kind.format(result)
     if result.code:
         c = result.code
         lines.append(
@@ -127,10 +101,6 @@ def format_result(result, experiment: str) -> str:
     else:
         lines.append(f"See them: open {result.tracking_uri} in a browser")
     return "\n".join(lines)
-
-
-def _fmt(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _float_list(text: str) -> list[float]:
@@ -334,6 +304,59 @@ def _report(args) -> None:
             print(f"  {path}")
 
 
+def _add_reproduce_command(sub) -> None:
+    rep = sub.add_parser(
+        "reproduce",
+        help="re-train a logged trial and compare, or confirm it over seeds",
+        description="Re-train the trial that RUN names (a study's parent: its selected trial; "
+        "or any trial run) with its exact config and seed, in this process on the CPU, and "
+        "compare the validation spectrum of its chosen epoch with the logged one (exit 0 when "
+        "equal bit for bit, 1 when not). With --seeds N: a 'confirm' study instead, the config "
+        "and the reference model re-trained with N training seeds each (paired), logged under "
+        "a new parent run with the mean, standard deviation and 95 %% interval of every summary "
+        "and of the paired difference to the reference.",
+    )
+    rep.add_argument("--run-id", required=True, help="a study's parent run or a trial run")
+    rep.add_argument("--seeds", type=int, help="confirm over N training seeds (N >= 2)")
+    rep.add_argument(
+        "--root", type=Path, default=Path.cwd(), help="folder for a confirm study's local outputs"
+    )
+    _add_tracking_uri(rep)
+
+
+def _reproduce(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.errors import ConfigError
+    from robustmsa.search import reproduce
+
+    if args.seeds is not None and args.seeds < 2:
+        raise ConfigError(f"--seeds: a confirmation needs at least 2 seeds, got {args.seeds}")
+    uri = _read_only_store(args.tracking_uri)
+    client = MlflowClient(uri)
+    if args.seeds is None:
+        found = reproduce.reproduce_run(client, args.run_id)
+        if found.identical:
+            print(
+                f"run {found.run_id}: reproduced bit for bit ({found.rows} validation rows of "
+                f"the chosen epoch, {found.epochs} epochs re-trained)"
+            )
+            return 0
+        print(
+            f"run {found.run_id}: {found.differing} of {found.rows} validation rows differ "
+            f"(largest difference {found.max_abs_diff:.3g}; first: {found.first_difference})"
+        )
+        return 1
+    config = reproduce.confirm_study(client, args.run_id, args.seeds, uri)
+    from robustmsa.search.console import quiet_ray_logs
+    from robustmsa.search.study import run_study
+
+    quiet_ray_logs(False)  # only once the input is known good: it quiets this whole process
+    result = run_study(config, root=args.root)
+    print(format_result(result, client.get_experiment(result.experiment_id).name))
+    return 0
+
+
 def _add_cluster_command(sub) -> None:
     cluster = sub.add_parser("cluster", help="cluster files").add_subparsers(
         dest="cluster_command", required=True
@@ -375,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_data_commands(sub)
     _add_evaluate_command(sub)
     _add_report_command(sub)
+    _add_reproduce_command(sub)
     _add_cluster_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -385,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             _evaluate(args)
         elif args.command == "report":
             _report(args)
+        elif args.command == "reproduce":
+            return _reproduce(args)
         elif args.command == "cluster":
             return _run_cluster_command(args)
     except RobustMSAError as exc:

@@ -156,6 +156,15 @@ RESERVED_ROLES = frozenset({"reference", "oracle"})
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
+def check_role(role: str, path: str) -> None:
+    """A variant's role names MLflow metrics (``compare/<split>/<role>/...``) and a run tag."""
+    if not _ROLE_NAME.fullmatch(role) or role in RESERVED_ROLES:
+        raise ValueError(
+            f"{path}: a role is letters, digits, '_', '-' or '.', and not one of "
+            f"{sorted(RESERVED_ROLES)}"
+        )
+
+
 @dataclass
 class ParamSpace:
     """One searched parameter, named by its config key path.
@@ -181,16 +190,12 @@ class ParamSpace:
 
 
 @dataclass
-class SearchConfig:
-    """What a study trains. ``kind``: ``search`` (Ray Tune + Optuna seeded TPE + ASHA over
-    ``space``; objective ``val/spectrum_score``), ``per_rate`` (one specialist per level of
-    ``levels`` on the ``per_rate_axis`` of all modalities: TFR-Net / EMT-DLFR) or
-    ``one_checkpoint_for_all`` (those specialists and one model trained on the continuous
-    spectrum, compared on the same points) or ``compare_models`` (each entry of ``models``,
-    ``{role: {name, params}}``, trained once with the study's data, training and spectrum
-    settings and compared on the same points: `robustmsa.search.model_comparison`).
-    ``reference_model`` (a registered model name, or null) is trained first at its default
-    parameters: the baseline of effective robustness.
+class StudySection:
+    """How a study runs, whatever its kind. ``kind``: a registered study kind
+    (`robustmsa.search.kinds`: ``search``, ``per_rate``, ``one_checkpoint_for_all``,
+    ``compare_models``, ``confirm``); its own settings are the top-level section named after
+    it (``search:``, ``per_rate:``, ...). ``reference_model`` (a registered model name, or
+    null) is trained at its default parameters: the baseline of effective robustness.
 
     Resources (`robustmsa.search.resources`): each training worker of a trial holds
     ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (a fraction shares a GPU; null: 1 when
@@ -200,34 +205,16 @@ class SearchConfig:
     any ``pyarrow.fs`` filesystem (``s3://``, ``gs://``, ``file://``) that every node reaches.
     """
 
-    kind: Literal["search", "per_rate", "one_checkpoint_for_all", "compare_models"] = "search"
+    kind: str = "search"
     reference_model: str | None = "late_fusion"
-    per_rate_axis: Literal["missing", "noise"] = "missing"
-    levels: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)])
-    num_samples: int = 8
     max_concurrent: int | Literal["auto"] = 2
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None
-    seed: int = 0
-    grace_period: int = 2
-    reduction_factor: int = 2
     storage_path: str | None = None  # Ray Tune results (path or URI); None: .robustmsa/ray_results
-    space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
-    models: dict[str, ModelConfig] = field(default_factory=dict)  # compare_models: role -> model
 
     def __post_init__(self) -> None:
-        if self.kind == "compare_models" and not self.models:
-            raise ValueError("models: compare_models needs at least one model ({role: {name}})")
-        for role in self.models:
-            # The role names MLflow metrics (compare/<split>/<role>/...) and a run tag.
-            if not _ROLE_NAME.fullmatch(role) or role in RESERVED_ROLES:
-                raise ValueError(
-                    f"models.{role}: a role is letters, digits, '_', '-' or '.', and not one of "
-                    f"{sorted(RESERVED_ROLES)}"
-                )
-        for name in ("num_samples", "max_concurrent", "grace_period"):
-            if getattr(self, name) != "auto" and getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.max_concurrent != "auto" and self.max_concurrent < 1:
+            raise ValueError(f"max_concurrent: must be >= 1, got {self.max_concurrent}")
         if self.cpus_per_trial <= 0:
             raise ValueError(f"cpus_per_trial: must be > 0, got {self.cpus_per_trial}")
         gpus = self.gpus_per_trial
@@ -236,14 +223,6 @@ class SearchConfig:
             raise ValueError(
                 f"gpus_per_trial: must be a fraction in [0, 1] or a whole number, got {gpus}"
             )
-        if self.reduction_factor < 2:
-            raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
-        if not self.levels or any(not 0.0 <= v <= 1.0 for v in self.levels):
-            raise ValueError(
-                f"levels: must be a non-empty list of values in [0, 1], got {self.levels}"
-            )
-        if len(set(self.levels)) != len(self.levels):
-            raise ValueError(f"levels: values repeat in {self.levels}")
         if self.reference_model is not None:
             from robustmsa.models import MODELS
 
@@ -287,9 +266,12 @@ class StudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    study: StudySection = field(default_factory=StudySection)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # The section of ``study.kind`` (the top-level key named after the kind), built from that
+    # kind's section class at load time (`_build_study`); not a key of its own.
+    kind_section: Any = field(default=None, metadata={"derived": True})
 
     def model_params(self) -> Any:
         """``model.params`` as the registered model's validated config instance."""
@@ -303,7 +285,12 @@ class StudyConfig:
         return build(spec.config_cls, self.model.params, "model.params")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as YAML would hold it: the kind's section under the kind's name."""
+        raw = dataclasses.asdict(self)
+        section = raw.pop("kind_section")
+        if section is not None:
+            raw[self.study.kind] = section
+        return raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +372,7 @@ def build(cls: type, raw: Any, path: str = "") -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path or '<root>'}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {sorted(known)})")
@@ -437,50 +424,60 @@ def from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> S
     raw = copy.deepcopy(raw) if raw else {}
     for key, value in (overrides or {}).items():
         set_path(raw, key, value)
-    config = _build_study(raw)
-    _default_space(config)
-    _check_space(config)
-    return config
+    return _build_study(raw)
 
 
-def _default_space(config: StudyConfig) -> None:
-    """A search study that lists no ``search.space`` searches its model's characteristic
-    hyperparameters (``ModelSpec.search_space``)."""
-    from robustmsa.models import MODELS
+# Keys of the study section that sat in ``search:`` before study kinds had sections of their own.
+_MOVED_TO_STUDY = (
+    "kind", "reference_model", "max_concurrent", "cpus_per_trial", "gpus_per_trial",
+    "storage_path",
+)  # fmt: skip
+_MOVED_TO_KIND = {"per_rate_axis": "per_rate.axis", "levels": "per_rate.levels",
+                  "models": "compare_models.models"}  # fmt: skip
 
-    s = config.search
-    if s.kind != "search" or s.space:
+
+def _check_moved_keys(raw: dict[str, Any]) -> None:
+    """A config written for the layout before study kinds: say where each key went."""
+    old = raw.get("search")
+    if not isinstance(old, dict):
         return
-    entries = MODELS[config.model.name].search_space
-    s.space = [
-        build(ParamSpace, dict(e), f"search.space[{i}] (model default)")
-        for i, e in enumerate(entries)
-    ]
+    for key in old:
+        if key in _MOVED_TO_STUDY:
+            raise ConfigError(f"search.{key}: moved to study.{key} (docs/study_kinds.md)")
+        if key in _MOVED_TO_KIND:
+            raise ConfigError(
+                f"search.{key}: moved to {_MOVED_TO_KIND[key]} (the section of the study kind; "
+                "docs/study_kinds.md)"
+            )
 
 
 def _build_study(raw: dict[str, Any]) -> StudyConfig:
+    """The config with the section of its study kind, checked as that kind requires, before
+    anything runs (`robustmsa.search.kinds`)."""
+    from robustmsa.search.kinds import KINDS
+
+    _check_moved_keys(raw)
+    sections = {name: raw.pop(name) for name in list(raw) if name in KINDS}
     config = build(StudyConfig, raw)
+    kind = KINDS.get(config.study.kind)
+    if kind is None:
+        raise ConfigError(
+            f"study.kind: unknown study kind {config.study.kind!r} (known: {sorted(KINDS)})"
+        )
+    for name in sections:
+        if name != kind.name:
+            raise ConfigError(
+                f"{name}: the section of study kind {name!r}, but study.kind is {kind.name!r}"
+            )
     config.model_params()  # validates model.name and model.params now, not in a trial
-    _check_compared_models(config)
-    gpus = config.search.gpus_per_trial
+    config.kind_section = build(kind.section, sections.get(kind.name), kind.name)
+    kind.check(config)
+    gpus = config.study.gpus_per_trial
     if gpus and not config.training.use_gpu:
         raise ConfigError(
-            f"search.gpus_per_trial: {gpus} GPUs per trial needs training.use_gpu: true"
+            f"study.gpus_per_trial: {gpus} GPUs per trial needs training.use_gpu: true"
         )
     return config
-
-
-def _check_compared_models(config: StudyConfig) -> None:
-    """Each ``search.models`` entry names a registered model with valid params."""
-    from robustmsa.models import MODELS
-
-    for role, entry in config.search.models.items():
-        spec = MODELS.get(entry.name)
-        if spec is None:
-            raise ConfigError(
-                f"search.models.{role}.name: unknown model {entry.name!r} (known: {sorted(MODELS)})"
-            )
-        build(spec.config_cls, entry.params, f"search.models.{role}.params")
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
@@ -501,36 +498,3 @@ def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
         return from_dict(raw or {}, parsed)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-
-
-def _check_space(config: StudyConfig) -> None:
-    """Every searched parameter names a real config key; a string ``high`` names an earlier one.
-
-    Only the key is checked here: a sampled value is validated with the rest of the trial's
-    config when the trial builds it (constraints between values, such as ``top_k <=
-    num_experts``, depend on the other sampled values).
-    """
-    from robustmsa.models import MODELS
-
-    seen: set[str] = set()
-    base = config.to_dict()
-    model_fields = {f.name for f in dataclasses.fields(MODELS[config.model.name].config_cls)}
-    for i, p in enumerate(config.search.space):
-        where = f"search.space[{i}]"
-        if p.name.startswith("search.") or p.name in seen:
-            raise ConfigError(f"{where}.name: {p.name!r} cannot be searched (or is duplicated)")
-        if p.name.startswith("model.params."):
-            ok = p.name.removeprefix("model.params.") in model_fields
-        else:
-            node: Any = base
-            for part in p.name.split("."):
-                ok = isinstance(node, dict) and part in node
-                if not ok:
-                    break
-                node = node[part]
-            ok = ok and not isinstance(node, dict)
-        if not ok:
-            raise ConfigError(f"{where}.name: {p.name}: unknown key")
-        if isinstance(p.high, str) and p.high not in seen:
-            raise ConfigError(f"{where}.high: {p.high!r} is not an earlier searched parameter")
-        seen.add(p.name)

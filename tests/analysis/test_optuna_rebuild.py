@@ -42,7 +42,7 @@ def test_the_optuna_study_is_rebuilt_from_the_trials(store, study):
 
 def test_importances_find_the_parameter_that_matters():
     rng = np.random.default_rng(0)
-    space = load(REPO / "studies" / "configs" / "qa_moe_search.yaml").search.space
+    space = load(REPO / "studies" / "configs" / "qa_moe_search.yaml").kind_section.space
     rows = []
     for i in range(40):
         experts = int(rng.integers(2, 9))

@@ -74,7 +74,7 @@ def test_a_study_of_another_kind_is_refused(store):
 
 
 def test_the_search_space_is_read_back_from_the_parent(store, study):
-    assert analysis.search_space(study) == store["config"].search.space
+    assert analysis.search_space(study) == store["config"].kind_section.space
 
 
 def test_the_studys_scores(study):

@@ -16,7 +16,7 @@ def test_trials_frame_has_one_typed_row_per_trial(store, study):
     trials = analysis.trials_frame(store["client"], study)
     assert list(trials["trial_id"]) == ["aaaa", "bbbb"]  # by start time; no reference, no stray
     assert list(trials.columns[: len(analysis.TRIAL_COLUMNS)]) == list(analysis.TRIAL_COLUMNS)
-    names = [p.name for p in store["config"].search.space]
+    names = [p.name for p in store["config"].kind_section.space]
     assert list(trials.columns[len(analysis.TRIAL_COLUMNS) :]) == names
     a, b = trials.to_dict("records")
     assert (a["outcome"], a["score"], a["epochs"]) == ("completed", 0.8, 3)

@@ -101,7 +101,7 @@ def test_rayjob_runs_the_search_study_on_the_same_cluster():
     assert env["env_vars"]["MLFLOW_TRACKING_URI"]
     # The driver adds py_modules itself: the same field in the job's env makes Ray refuse it.
     assert "py_modules" not in env
-    for key in ("search.storage_path=", "data.path="):
+    for key in ("study.storage_path=", "data.path="):
         assert key in job["entrypoint"]
 
 
@@ -116,7 +116,7 @@ def test_header_names_the_commands_and_versions(path, ray_version, kuberay_versi
 
 
 def test_the_heads_declared_ceiling_is_what_the_worker_groups_add_up_to():
-    """``search.max_concurrent: auto`` reads the ceiling from the head's environment on KubeRay
+    """``study.max_concurrent: auto`` reads the ceiling from the head's environment on KubeRay
     (robustmsa.search.resources): it must match the worker groups at maxReplicas."""
     from robustmsa.search.resources import MAX_RESOURCES_ENV, declared_ceiling
 

@@ -123,7 +123,7 @@ def test_header_names_the_commands(path):
         f"ray dashboard {name}",
         "RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir .",
         "python studies/qa_moe_search.py",
-        "search.storage_path=",
+        "study.storage_path=",
         "data.path=",
         f"ray down {name}",
         f"robustmsa cluster check {name}",

@@ -34,7 +34,7 @@ def test_a_file_uri_resolves_to_the_directory_itself(tiny_dataset, tmp_path):
 def test_a_scheme_without_a_filesystem_is_named(tmp_path):
     with pytest.raises(DataError, match=r"^data\.path: nope://b/d: no usable pyarrow filesystem"):
         stage_dataset("nope://b/d", tmp_path)
-    with pytest.raises(DataError, match=r"^search\.storage_path: nope://b/r: no usable"):
+    with pytest.raises(DataError, match=r"^study\.storage_path: nope://b/r: no usable"):
         check_storage("nope://b/r")
     check_storage("relative/results")  # a local path: Tune creates it
     check_storage((tmp_path / "results").as_uri())

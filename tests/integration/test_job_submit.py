@@ -29,7 +29,7 @@ from servers import (
 
 pytestmark = pytest.mark.integration
 
-SMOKE_TRIALS = 2  # robustmsa.cli.SMOKE_OVERRIDES["search.num_samples"]
+SMOKE_TRIALS = 2  # KINDS["search"].smoke["search.num_samples"]
 BUCKET = "robustmsa-it"
 WORKER_CPUS = 2
 MAX_WORKERS = 2
@@ -88,10 +88,10 @@ def _upload_dataset(tmp_path, aws: dict[str, str]):
 
 
 def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
-    from robustmsa.cli import SMOKE_OVERRIDES
     from robustmsa.provenance import source_digest
+    from robustmsa.search.kinds import KINDS
 
-    assert SMOKE_OVERRIDES["search.num_samples"] == SMOKE_TRIALS
+    assert KINDS["search"].smoke["search.num_samples"] == SMOKE_TRIALS
     bin_dir = stock_python(tmp_path)
     cannot = subprocess.run(
         [str(bin_dir / "python"), "-c", "import ray, torch, mlflow; import robustmsa"],
@@ -128,8 +128,8 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
                 "python", "studies/qa_moe_search.py", "--smoke-test",
                 "--set", "data.source=parquet",
                 "--set", f"data.path={data_uri}",
-                "--set", f"search.storage_path=s3://{BUCKET}/results",
-                "--set", "search.max_concurrent=auto",
+                "--set", f"study.storage_path=s3://{BUCKET}/results",
+                "--set", "study.max_concurrent=auto",
             ]  # fmt: skip
             env = stock_env(bin_dir)
             proc = subprocess.run(
@@ -164,7 +164,7 @@ def test_study_job_on_stock_ray_autoscales_and_uses_s3(tmp_path):
         assert parent.data.metrics["best/val/spectrum_score"] > 0
         # max_concurrent auto: the autoscaler's ceiling (2 workers x 2 CPUs) holds 4 one-CPU
         # trials, capped by the 2 the smoke study samples.
-        assert parent.data.params["search.resolved_max_concurrent"] == str(SMOKE_TRIALS)
+        assert parent.data.params["study.resolved_max_concurrent"] == str(SMOKE_TRIALS)
         nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         for run in [parent, *nested]:
             tags = run.data.tags

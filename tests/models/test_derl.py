@@ -78,7 +78,7 @@ def test_registered_with_its_config_and_search_space():
         assert entry["name"].removeprefix("model.params.") in fields
     # A search study that lists no space searches this one, and the keys check passes.
     config = from_dict({"model": {"name": "derl"}})
-    assert [p.name for p in config.search.space] == names
+    assert [p.name for p in config.kind_section.space] == names
 
 
 @pytest.mark.parametrize("absent", ABSENT_SUBSETS, ids=absent_id)

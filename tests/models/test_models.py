@@ -283,7 +283,7 @@ def test_search_space_is_valid_and_every_point_builds(batch, name):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for _ in range(6):
         trial = study.ask()
-        define_by_run(config.search.space)(trial)
+        define_by_run(config.kind_section.space)(trial)
         point = from_dict({"model": {"name": name}}, dict(trial.params))
         model = MODELS[name].build(point.model_params(), DIMS).eval()
         with torch.no_grad():

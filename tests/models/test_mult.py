@@ -45,8 +45,8 @@ def test_registered_with_a_valid_search_space():
     heads = next(e for e in spec.search_space if e["name"] == "model.params.heads")["choices"]
     for d, h in itertools.product(dims, heads):
         MulTConfig(dim=d, heads=h)
-    config = from_dict({"model": {"name": "mult"}, "search": {"kind": "search"}})
-    assert [p.name for p in config.search.space] == [e["name"] for e in spec.search_space]
+    config = from_dict({"model": {"name": "mult"}, "study": {"kind": "search"}})
+    assert [p.name for p in config.kind_section.space] == [e["name"] for e in spec.search_space]
 
 
 def test_every_search_space_point_builds_and_runs(batch):
@@ -59,7 +59,7 @@ def test_every_search_space_point_builds_and_runs(batch):
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     for _ in range(4):
         trial = study.ask()
-        define_by_run(config.search.space)(trial)
+        define_by_run(config.kind_section.space)(trial)
         point = from_dict({"model": {"name": "mult"}}, dict(trial.params))
         model = MODELS["mult"].build(point.model_params(), DIMS).eval()
         with torch.no_grad():

@@ -59,8 +59,8 @@ def test_registered_with_defaults_from_the_reference():
     for entry in spec.search_space:
         build_config(ParamSpace, dict(entry))
     assert "model.params.prompt_length" in {e["name"] for e in spec.search_space}
-    config = from_dict({"model": {"name": "promma"}, "search": {"kind": "search"}})
-    assert len(config.search.space) == len(spec.search_space)
+    config = from_dict({"model": {"name": "promma"}, "study": {"kind": "search"}})
+    assert len(config.kind_section.space) == len(spec.search_space)
 
 
 def test_every_search_space_point_builds_and_runs(batch):
@@ -73,7 +73,7 @@ def test_every_search_space_point_builds_and_runs(batch):
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
     for _ in range(4):
         trial = study.ask()
-        define_by_run(config.search.space)(trial)
+        define_by_run(config.kind_section.space)(trial)
         point = from_dict({"model": {"name": "promma"}}, dict(trial.params))
         model = MODELS["promma"].build(point.model_params(), DIMS).eval()
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Trial resources, what a cluster can hold, and ``search.max_concurrent: auto``."""
+"""Trial resources, what a cluster can hold, and ``study.max_concurrent: auto``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from paths import REPO
 from robustmsa.config import load
 from robustmsa.errors import ConfigError
+from robustmsa.search.kinds import KINDS
 from robustmsa.search.resources import (
     check_fits,
     concurrent_trials,
@@ -23,7 +24,7 @@ def config(*overrides: str):
 
 
 def test_an_in_process_trial_holds_one_workers_share():
-    plan = trial_resources(config("search.cpus_per_trial=2"), in_process=True)
+    plan = trial_resources(config("study.cpus_per_trial=2"), in_process=True)
     assert plan.trial == {"cpu": 2.0}
     assert plan.footprint() == {"CPU": 2.0}
     assert plan.finishing == {"cpu": 2.0, "gpu": 0.0}
@@ -34,7 +35,7 @@ def test_use_gpu_defaults_to_one_gpu_and_a_fraction_shares_it():
     assert whole.trial == {"cpu": 1.0, "gpu": 1.0}
     assert whole.finishing == {"cpu": 1.0, "gpu": 1.0}  # evaluates on the GPU
     quarter = trial_resources(
-        config("training.use_gpu=true", "search.gpus_per_trial=0.25"), in_process=True
+        config("training.use_gpu=true", "study.gpus_per_trial=0.25"), in_process=True
     )
     assert quarter.footprint() == {"CPU": 1.0, "GPU": 0.25}
     assert concurrent_trials(quarter.footprint(), {"CPU": 16, "GPU": 1}) == 4
@@ -42,7 +43,7 @@ def test_use_gpu_defaults_to_one_gpu_and_a_fraction_shares_it():
 
 def test_a_torch_trainer_trial_holds_its_process_and_every_worker():
     plan = trial_resources(
-        config("training.num_workers=4", "training.use_gpu=true", "search.cpus_per_trial=2"),
+        config("training.num_workers=4", "training.use_gpu=true", "study.cpus_per_trial=2"),
         in_process=False,
     )
     assert plan.trial == {"cpu": 1.0}
@@ -53,20 +54,22 @@ def test_a_torch_trainer_trial_holds_its_process_and_every_worker():
 
 
 def test_auto_fits_the_cluster_and_never_exceeds_the_samples():
-    cfg = config("search.max_concurrent=auto", "search.num_samples=8")
+    cfg = config("study.max_concurrent=auto", "search.num_samples=8")
     plan = trial_resources(cfg, in_process=True)
-    assert resolve_max_concurrent(cfg, plan, {"CPU": 3}) == 3
-    assert resolve_max_concurrent(cfg, plan, {"CPU": 64}) == 8
-    fixed = config("search.max_concurrent=5")
-    assert resolve_max_concurrent(fixed, plan, {"CPU": 2}) == 5  # a number is kept as asked
+    trials = KINDS["search"].trial_count(cfg)
+    assert trials == 8
+    assert resolve_max_concurrent(cfg, plan, {"CPU": 3}, trials) == 3
+    assert resolve_max_concurrent(cfg, plan, {"CPU": 64}, trials) == 8
+    fixed = config("study.max_concurrent=5")
+    assert resolve_max_concurrent(fixed, plan, {"CPU": 2}, trials) == 5  # kept as asked
 
 
 def test_a_gpu_study_on_a_cluster_without_gpus_is_refused():
-    cfg = config("training.use_gpu=true", "search.max_concurrent=auto")
+    cfg = config("training.use_gpu=true", "study.max_concurrent=auto")
     plan = trial_resources(cfg, in_process=True)
-    with pytest.raises(ConfigError, match=r"^search\.gpus_per_trial: .*has no GPUs"):
-        resolve_max_concurrent(cfg, plan, {"CPU": 16})
-    with pytest.raises(ConfigError, match=r"^search\.cpus_per_trial: .*needs 4 CPU.*offers 2"):
+    with pytest.raises(ConfigError, match=r"^study\.gpus_per_trial: .*has no GPUs"):
+        resolve_max_concurrent(cfg, plan, {"CPU": 16}, 8)
+    with pytest.raises(ConfigError, match=r"^study\.cpus_per_trial: .*needs 4 CPU.*offers 2"):
         check_fits({"CPU": 4}, {"CPU": 2})
 
 

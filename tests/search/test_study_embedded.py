@@ -33,7 +33,7 @@ def smoke_config(tmp_path, **overrides):
         "search.grace_period": 1,
         "model.params.hidden": 16,
         "model.params.expert_hidden": 32,
-        "search.reference_model": "null",  # the first test turns it on
+        "study.reference_model": "null",  # the first test turns it on
     }
     base.update(overrides)
     return load(STUDY_YAML, [f"{k}={v}" for k, v in base.items()])
@@ -46,13 +46,13 @@ def runs_of(root):
 
 
 def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
-    config = smoke_config(tmp_path, **{"search.reference_model": "late_fusion"})
+    config = smoke_config(tmp_path, **{"study.reference_model": "late_fusion"})
     result = run_study(config, root=tmp_path)
     assert len(result.trials) == 3
     client, runs = runs_of(tmp_path)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics[SEARCH_METRIC] == pytest.approx(result.best["score"])
+    assert parent.data.metrics[SEARCH_METRIC] == pytest.approx(result.best.score)
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id]
     # The late-fusion reference is trained first, then every trial is measured against it.
     (reference,) = [r for r in nested if r.data.tags.get(ROLE_TAG) == "reference"]
@@ -94,9 +94,7 @@ def test_study_nests_trials_under_a_finished_parent(tmp_path, local_ray):
     with open(text) as f:
         exported = from_dict(yaml.safe_load(f))
     assert exported.to_dict() == result.best_config
-    best_trial = [
-        c for c in children if c.data.tags["robustmsa.trial_id"] == result.best["trial_id"]
-    ]
+    best_trial = [c for c in children if c.data.tags["robustmsa.trial_id"] == result.best.trial_id]
     assert exported.training.lr == pytest.approx(float(best_trial[0].data.params["training.lr"]))
     _check_test_split_and_reevaluation(client, result, reference, children, tmp_path)
 
@@ -107,13 +105,13 @@ def _check_parent_summary(client, result, reference, children):
     metrics = parent.data.metrics
     assert "oracle/spectrum/noise/all/mae" in metrics  # the validation points
     assert "test/oracle/spectrum/grid/text/eta_0.25/mae" in metrics  # the test report's
-    assert metrics["reference/val/spectrum_score"] == pytest.approx(result.reference["score"])
+    assert metrics["reference/val/spectrum_score"] == pytest.approx(result.reference.score)
     assert metrics["oracle/val/spectrum_score"] == pytest.approx(result.oracle_score)
-    assert result.oracle_score < min(t["score"] for t in result.trials)  # it is the ceiling
+    assert result.oracle_score < min(t.score for t in result.trials)  # it is the ceiling
     assert parent.data.tags["robustmsa.reference_run_id"] == reference.info.run_id
     selected = parent.data.tags["robustmsa.selected_run_id"]
     assert selected == result.selected_run_id
-    assert client.get_run(selected).data.tags["robustmsa.trial_id"] == result.best["trial_id"]
+    assert client.get_run(selected).data.tags["robustmsa.trial_id"] == result.best.trial_id
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(parent.info.run_id, "tables/study_trials.json", tmp)
         table = json.loads(Path(path).read_text())
@@ -172,12 +170,12 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     )
     data_uri = (tmp_path / "a" / "data" / "synthetic-tiny-seed0").as_uri()
     storage_uri = (tmp_path / "b" / "tune").as_uri()
-    uris = {"data.source": "parquet", "data.path": data_uri, "search.storage_path": storage_uri}
+    uris = {"data.source": "parquet", "data.path": data_uri, "study.storage_path": storage_uri}
     uris["evaluation.test_policy"] = "completed"
     second = run_study(
         smoke_config(tmp_path / "b", **{"search.num_samples": 2, **uris}), root=tmp_path / "b"
     )
-    key = lambda t: sorted(t["params"].items())  # noqa: E731
+    key = lambda t: sorted(t.params.items())  # noqa: E731
     assert sorted(map(key, first.trials)) == sorted(map(key, second.trials))
     assert second.storage_path == storage_uri
     checkpoints = list((tmp_path / "b" / "tune").rglob("checkpoint_*"))
@@ -211,7 +209,7 @@ def _break_train_split(tmp_path):
 
 def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray):
     _break_train_split(tmp_path)
-    config = smoke_config(tmp_path, **{"search.reference_model": "late_fusion"})
+    config = smoke_config(tmp_path, **{"study.reference_model": "late_fusion"})
     with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: .*train"):
         run_study(config, root=tmp_path)
     _, runs = runs_of(tmp_path)

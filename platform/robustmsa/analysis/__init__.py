@@ -2,7 +2,7 @@
 
 Everything here reads through MLflow's client API and the project's public functions; nothing
 is written (figures are returned unsaved, artifacts are read from temporary folders). What a
-study logged, and where (`robustmsa.search.study`, `robustmsa.search.model_comparison`):
+study logged, and where (`robustmsa.search.study`, `robustmsa.search.kinds.compare_models`):
 
 - the study's *parent run* (tag ``robustmsa.study``, no ``mlflow.parentRunId``): the flattened
   study config as params (``search.space`` holds the searched space), the selected trial's,

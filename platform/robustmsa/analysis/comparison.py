@@ -1,4 +1,4 @@
-"""A ``compare_models`` study's comparison table (`robustmsa.search.model_comparison`), read
+"""A ``compare_models`` study's comparison table (`robustmsa.search.kinds.compare_models`), read
 back from its parent run as one row per model."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def model_comparison_table(
     if COMPARISON_TABLE not in listed:
         raise RobustMSAError(
             f"run {run_id} has no {COMPARISON_TABLE}: not a finished compare_models study "
-            f"(search.kind is {study_kind(parent)!r})"
+            f"(study.kind is {study_kind(parent)!r})"
         )
     with tempfile.TemporaryDirectory(prefix="robustmsa-analysis-") as tmp:
         long = pq.read_table(client.download_artifacts(run_id, COMPARISON_TABLE, tmp)).to_pandas()

@@ -76,7 +76,7 @@ def find_study(
 ) -> Run:
     """The parent run of a study of experiment ``experiment``: ``parent_run_id``, else the
     study that started last (whatever its status: a running or failed study is shown as far
-    as it got). ``kind``: only a study of that ``search.kind`` (``search``,
+    as it got). ``kind``: only a study of that ``study.kind`` (``search``,
     ``compare_models`` ...).
 
     `RobustMSAError` ``experiment 'X' has no study runs in <uri>`` when the experiment is
@@ -132,7 +132,7 @@ def study_runs(client: MlflowClient, parent: Run) -> list[Run]:
 
 
 def study_kind(parent: Run) -> str:
-    """``search.kind`` of the study: ``search``, ``compare_models``, ``per_rate`` ..."""
+    """``study.kind`` of the study: ``search``, ``compare_models``, ``per_rate`` ..."""
     return parent.data.params.get(KIND_PARAM, "search")
 
 

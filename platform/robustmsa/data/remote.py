@@ -117,14 +117,14 @@ def stage_dataset(uri: str, cache_dir: str | Path) -> Path:
 
 
 def check_storage(uri_or_path: str) -> None:
-    """Fail before a study starts when ``search.storage_path`` names a filesystem that is not
+    """Fail before a study starts when ``study.storage_path`` names a filesystem that is not
     installed or cannot be written (`DataError` naming the key and the URI)."""
     if not is_uri(uri_or_path):
         return
-    fs, path = filesystem(uri_or_path, "search.storage_path")
+    fs, path = filesystem(uri_or_path, "study.storage_path")
     try:
         fs.create_dir(path, recursive=True)
     except OSError as exc:
         raise DataError(
-            f"search.storage_path: {uri_or_path}: not writable ({_one_line(exc)})"
+            f"study.storage_path: {uri_or_path}: not writable ({_one_line(exc)})"
         ) from exc

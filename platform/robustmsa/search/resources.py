@@ -1,14 +1,14 @@
 """What one trial of a study holds, what the cluster can hold, and how many trials run at once.
 
 A trial is a Tune function trial. Trained in its own process (``training.backend`` resolving to
-``in_process``), it holds one worker's share: ``search.cpus_per_trial`` CPUs and
-``search.gpus_per_trial`` GPUs (a fraction packs several trials onto one GPU). Trained through a
+``in_process``), it holds one worker's share: ``study.cpus_per_trial`` CPUs and
+``study.gpus_per_trial`` GPUs (a fraction packs several trials onto one GPU). Trained through a
 ``TorchTrainer``, the trial process holds one CPU and each of its ``training.num_workers`` Ray
 Train workers holds a worker's share. A trial's finishing task (its validation spectrum, its test
 evaluation, `robustmsa.search.trial.TrialRunFinisher`) holds one worker's share as well, and
 evaluates on the GPU when that share has one.
 
-``search.max_concurrent: auto`` divides what the cluster can hold by one trial's footprint. What
+``study.max_concurrent: auto`` divides what the cluster can hold by one trial's footprint. What
 the cluster can hold is the larger of what its nodes offer now and the ceiling its autoscaler
 may grow to. Ray 2.60 has no one place that says so for every autoscaler, so the ceiling is,
 in this order: the cluster config an autoscaler reports to the GCS (what Ray Data reads too);
@@ -65,7 +65,7 @@ class TrialResources:
 
 def trial_resources(config: StudyConfig, in_process: bool) -> TrialResources:
     """The resources of one trial of ``config`` (module docstring)."""
-    worker = {"CPU": float(config.search.cpus_per_trial)}
+    worker = {"CPU": float(config.study.cpus_per_trial)}
     gpus = gpus_per_worker(config)
     if gpus:
         worker["GPU"] = gpus
@@ -164,23 +164,24 @@ def check_fits(footprint: dict[str, float], capacity: dict[str, float]) -> None:
     for name, amount in sorted(footprint.items()):
         offered = capacity.get(name, 0.0)
         if amount > offered + 1e-9:
-            key = "search.gpus_per_trial" if name == "GPU" else "search.cpus_per_trial"
+            key = "study.gpus_per_trial" if name == "GPU" else "study.cpus_per_trial"
             where = "has no GPUs" if name == "GPU" and not offered else f"offers {offered:g}"
             raise ConfigError(
                 f"{key}: a trial needs {amount:g} {name}, but the cluster {where} now and its "
                 "autoscaler can add no more (training.num_workers, training.use_gpu and "
-                f"search.cpus_per_trial / gpus_per_trial set the footprint {footprint})"
+                f"study.cpus_per_trial / gpus_per_trial set the footprint {footprint})"
             )
 
 
 def resolve_max_concurrent(
-    config: StudyConfig, resources: TrialResources, capacity: dict[str, float]
+    config: StudyConfig, resources: TrialResources, capacity: dict[str, float], trials: int
 ) -> int:
-    """``search.max_concurrent`` as a number: ``auto`` fits the cluster, never more trials than
-    the study samples; raises `ConfigError` when no trial fits at all."""
+    """``study.max_concurrent`` as a number: ``auto`` fits the cluster, never more than the
+    ``trials`` the study trains (`StudyKind.trial_count`); raises `ConfigError` when no trial
+    fits at all."""
     footprint = resources.footprint()
     check_fits(footprint, capacity)
-    wanted = config.search.max_concurrent
+    wanted = config.study.max_concurrent
     if wanted != "auto":
         return int(wanted)
-    return min(concurrent_trials(footprint, capacity), config.search.num_samples)
+    return min(concurrent_trials(footprint, capacity), trials)

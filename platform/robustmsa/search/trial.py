@@ -156,7 +156,7 @@ def last_checkpoint(
     path = (metrics or {}).get("checkpoint_path")
     if path is None or not is_uri(storage_path):
         return path
-    fs, _ = filesystem(storage_path, "search.storage_path")
+    fs, _ = filesystem(storage_path, "study.storage_path")
     return tune.Checkpoint(path, filesystem=fs)
 
 

@@ -10,10 +10,8 @@ variant is logged exactly like a searched trial.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from robustmsa.errors import RobustMSAError
+from robustmsa.search.kinds.base import Variant
 from robustmsa.search.trial import (
     VARIANT_KEY,
     FinishingTasks,
@@ -22,18 +20,8 @@ from robustmsa.search.trial import (
     checkpoint_directory,
     error_line,
     last_checkpoint,
-    run_trial,
 )
 from robustmsa.training.checkpoint import load_state
-
-
-@dataclass
-class Variant:
-    """``role`` names the variant (``reference``, ``rate-0.30``, ...); ``overrides`` are
-    config key paths to values applied on top of the study config."""
-
-    role: str
-    overrides: dict[str, Any]
 
 
 def run_variants(
@@ -41,68 +29,60 @@ def run_variants(
     variants: list[Variant],
     *,
     name: str,
-    resources: dict[str, float],
-    finishing_resources: dict[str, float] | None = None,
+    trainable: str,
+    finishing_resources: dict[str, float],
     max_concurrent: int,
     reuse_actors: bool,
     reference_rows: list[dict] | None = None,
     finishing: FinishingTasks | None = None,
     evaluate_test: bool = True,
     started: float | None = None,
-    trainable: str | None = None,
 ) -> dict[str, list[dict]]:
     """Train every variant to completion; returns ``{role: validation rows of its best
-    epoch}``. ``resources``: each variant's trial bundle; ``finishing_resources``: what its
-    finishing task holds (default: the same). Raises `RobustMSAError` naming the variants that
+    epoch}``. ``trainable``: the name under which the study registered `run_trial` with the
+    trial's resources (`robustmsa.search.study.register_trial`); ``finishing_resources``: what
+    each variant's finishing task holds. Raises `RobustMSAError` naming the variants that
     failed. The variants' runs are finished (test evaluation included) when this returns,
     unless ``finishing`` is given: then their finishing tasks join it, for the caller to wait
     for. ``evaluate_test``: each variant's finishing task evaluates it once on the test split
     (a comparison reports every variant on test); off for a search study's reference model,
     which the study evaluates on test after its search (`robustmsa.search.study_evaluation`).
-    ``started``: the study's start (``time.time()``), from which the console lines count.
-    ``trainable``: the name under which the study registered `run_trial` with ``resources``
-    (`robustmsa.search.study.register_trial`), for an experiment that runs beside another."""
+    ``started``: the study's start (``time.time()``), from which the console lines count."""
     from ray import tune
 
     from robustmsa.search.console import ConsoleProgress
+    from robustmsa.search.tuner import build_tuner
     from robustmsa.training.loop import OBJECTIVE
 
     roles = [v.role for v in variants]
     if len(set(roles)) != len(roles):
         raise ValueError(f"variant roles must be unique, got {roles}")
-    tuner = tune.Tuner(
-        trainable or tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources),
+    tuner = build_tuner(
+        trainable,
+        name=f"{name}-{ctx.parent_run_id[:8]}",
+        storage_path=ctx.storage_path,
         param_space={
             VARIANT_KEY: tune.grid_search(
                 [{"role": v.role, "overrides": v.overrides} for v in variants]
             )
         },
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent,
-            reuse_actors=reuse_actors,
-            trial_name_creator=lambda t: f"{name}_{t.trial_id}",
-            trial_dirname_creator=lambda t: f"{name}_{t.trial_id}",
-        ),
-        run_config=tune.RunConfig(
-            name=f"{name}-{ctx.parent_run_id[:8]}",
-            storage_path=ctx.storage_path,
-            callbacks=[
-                ConsoleProgress(
-                    len(variants), ctx.base["training"]["epochs"], OBJECTIVE, name, started
-                ),
-                TrialRunFinisher(
-                    ctx.tracking_uri,
-                    ctx.experiment_id,
-                    reference_rows,
-                    finishing_resources or resources,
-                    finishing,
-                    storage_path=ctx.storage_path,
-                    evaluate_test=evaluate_test,
-                ),
-            ],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            verbose=0,
-        ),
+        callbacks=[
+            ConsoleProgress(
+                len(variants), ctx.base["training"]["epochs"], OBJECTIVE, name, started
+            ),
+            TrialRunFinisher(
+                ctx.tracking_uri,
+                ctx.experiment_id,
+                reference_rows,
+                finishing_resources,
+                finishing,
+                storage_path=ctx.storage_path,
+                evaluate_test=evaluate_test,
+            ),
+        ],
+        max_concurrent=max_concurrent,
+        reuse_actors=reuse_actors,
+        trial_prefix=name,
     )
     rows: dict[str, list[dict]] = {}
     failed = []

@@ -28,9 +28,9 @@ def resolve_backend(config: StudyConfig) -> str:
 
 
 def gpus_per_worker(config: StudyConfig) -> float:
-    """GPUs one training worker holds: ``search.gpus_per_trial`` (a fraction shares a GPU),
+    """GPUs one training worker holds: ``study.gpus_per_trial`` (a fraction shares a GPU),
     by default 1 with ``training.use_gpu`` and 0 without."""
-    gpus = config.search.gpus_per_trial
+    gpus = config.study.gpus_per_trial
     if gpus is None:
         return 1.0 if config.training.use_gpu else 0.0
     return float(gpus)
@@ -96,7 +96,7 @@ def fit(
             # Each worker's share, as the study's resource plan counts it
             # (robustmsa.search.resources).
             resources_per_worker={
-                "CPU": config.search.cpus_per_trial,
+                "CPU": config.study.cpus_per_trial,
                 **({"GPU": gpus_per_worker(config)} if t.use_gpu else {}),
             },
         ),

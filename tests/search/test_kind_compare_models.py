@@ -1,7 +1,9 @@
-"""The model comparison study (``search.kind: compare_models``): its config, table, and the
+"""Study kind compare_models: its config, table, and the
 whole study kind embedded (local Ray, sqlite MLflow)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,12 +13,12 @@ from robustmsa.cli import format_result
 from robustmsa.config import load
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.summaries import spectrum_score
-from robustmsa.search.model_comparison import (
+from robustmsa.search.kinds.compare_models import (
     ORACLE,
-    comparison_table,
     format_comparison,
     model_variants,
     point_rows,
+    summary_table,
 )
 from robustmsa.search.study import run_study
 from robustmsa.search.trial import ROLE_TAG
@@ -43,28 +45,42 @@ def _table(clean, missing, noise):
 def test_variants_are_the_configured_models_in_order():
     config = load(STUDY_YAML)
     variants = model_variants(config)
-    assert [v.role for v in variants] == list(config.search.models)
+    assert [v.role for v in variants] == list(config.kind_section.models)
     gate_off = {v.role: v for v in variants}["qa_moe-no-quality-gate"]
     assert gate_off.overrides == {
         "model.name": "qa_moe",
         "model.params": {"quality_gate": False},
-        "search.space": [],
     }
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("search.models.x={name: nope}", r"search\.models\.x\.name: unknown model 'nope'"),
         (
-            "search.models.x={name: qa_moe, params: {quality_gate: 3}}",
-            r"search\.models\.x\.params\.quality_gate: expected bool, got 3",
+            "compare_models.models.x={name: nope}",
+            r"compare_models\.models\.x\.name: unknown model 'nope'",
         ),
-        ("search.models.x={name: qa_moe, params: {nope: 1}}", r"search\.models\.x\.params\.nope"),
-        ("search.models.reference={name: qa_moe}", r"search\.models\.reference: a role is"),
-        ("search.models.oracle={name: qa_moe}", r"search\.models\.oracle: a role is"),
-        ("search.models.a/b={name: qa_moe}", r"search\.models\.a/b: a role is"),
-        ("search.models={}", r"search\.models: compare_models needs at least one model"),
+        (
+            "compare_models.models.x={name: qa_moe, params: {quality_gate: 3}}",
+            r"compare_models\.models\.x\.params\.quality_gate: expected bool, got 3",
+        ),
+        (
+            "compare_models.models.x={name: qa_moe, params: {nope: 1}}",
+            r"compare_models\.models\.x\.params\.nope",
+        ),
+        (
+            "compare_models.models.reference={name: qa_moe}",
+            r"compare_models\.models\.reference: a role is",
+        ),
+        (
+            "compare_models.models.oracle={name: qa_moe}",
+            r"compare_models\.models\.oracle: a role is",
+        ),
+        ("compare_models.models.a/b={name: qa_moe}", r"compare_models\.models\.a/b: a role is"),
+        (
+            "compare_models.models={}",
+            r"compare_models\.models: compare_models needs at least one model",
+        ),
     ],
 )
 def test_bad_model_entries_name_the_field(override, message):
@@ -76,9 +92,9 @@ def test_table_gives_spectrum_mae_and_excess_over_the_oracle():
     a = _table(0.5, (0.5, 0.7, 1.1), (0.5, 0.6, 0.9))
     b = _table(0.6, (0.6, 0.65, 0.8), (0.6, 0.62, 0.7))
     oracle = _table(0.3, (0.3, 0.5, 0.7), (0.3, 0.4, 0.5))
-    table = comparison_table({"a": a, "b": b}, "valid", oracle)
-    got = {(r["model"], r["summary"]): r["value"] for r in table}
-    assert {r["split"] for r in table} == {"valid"}
+    table = summary_table({"a": a, "b": b}, "valid", oracle)
+    got = {(r.model, r.summary): r.value for r in table}
+    assert {r.split for r in table} == {"valid"}
     # missing@all: trapezoid mean ((0.5 + 0.7) / 2 + (0.7 + 1.1) / 2) / 2 = 0.75
     assert got[("a", "missing/all/mean_mae")] == pytest.approx(0.75)
     assert got[("a", "clean_mae")] == 0.5
@@ -93,9 +109,9 @@ def test_table_gives_spectrum_mae_and_excess_over_the_oracle():
 
 
 def test_table_without_an_oracle_has_no_excess():
-    table = comparison_table({"a": _table(0.5, (0.5, 0.7, 1.1), (0.5, 0.6, 0.9))}, "test")
-    assert {r["summary"] for r in table} >= {"spectrum_mae", "clean_mae"}
-    assert not any(r["summary"] == "oracle_excess_mae" or r["model"] == ORACLE for r in table)
+    table = summary_table({"a": _table(0.5, (0.5, 0.7, 1.1), (0.5, 0.6, 0.9))}, "test")
+    assert {r.summary for r in table} >= {"spectrum_mae", "clean_mae"}
+    assert not any(r.summary == "oracle_excess_mae" or r.model == ORACLE for r in table)
 
 
 def test_point_rows_keep_the_protocols_points_and_name_a_missing_one():
@@ -114,7 +130,8 @@ def test_compare_models_study_logs_each_model_on_both_splits(tmp_path, local_ray
         "data.cache_dir": str(tmp_path / "data"),
         "training.epochs": 1,
         "spectrum.protocols": "[clean, missing@all]",
-        "search.models": "{qa_moe: {name: qa_moe, params: {hidden: 16, expert_hidden: 32}}, "
+        "compare_models.models": "{qa_moe: {name: qa_moe, params: {hidden: 16, "
+        "expert_hidden: 32}}, "
         "qa_moe-no-gate: {name: qa_moe, params: {hidden: 16, expert_hidden: 32, "
         "quality_gate: false}}}",
     }
@@ -152,7 +169,7 @@ def test_compare_models_study_logs_each_model_on_both_splits(tmp_path, local_ray
     local = client.download_artifacts(
         result.parent_run_id, "comparison/models.parquet", str(tmp_path / "parent")
     )
-    assert pq.read_table(local).to_pylist() == result.comparison
+    assert pq.read_table(local).to_pylist() == [dataclasses.asdict(r) for r in result.rows]
     figures = {f.path for f in client.list_artifacts(result.parent_run_id, "comparison")}
     for split in ("valid", "test"):
         assert f"comparison/{split}_missing_all_mae.png" in figures

@@ -1,22 +1,25 @@
-"""The per-rate / One-Checkpoint-for-All comparison: its variants, table and summaries, and
-the whole study kind embedded (local Ray, sqlite MLflow)."""
+"""Study kinds per_rate and one_checkpoint_for_all: variants, table and summaries, and the
+whole study kind embedded (local Ray, sqlite MLflow)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 from paths import REPO
-from robustmsa.config import load
+from robustmsa.config import from_dict, load
 from robustmsa.errors import ConfigError
-from robustmsa.search.comparison import (
+from robustmsa.search.kinds import one_checkpoint_for_all
+from robustmsa.search.kinds.per_rate import (
     ONE_CHECKPOINT,
     ORACLE,
     PER_RATE,
-    comparison_summaries,
-    comparison_table,
-    comparison_variants,
+    curve_summaries,
+    curve_table,
     specialist_role,
+    specialist_variants,
 )
 from robustmsa.search.study import run_study
 from robustmsa.search.trial import ROLE_TAG
@@ -32,23 +35,28 @@ def _rows(curve: dict[float, float], protocol="missing", modalities="all"):
 
 
 def test_variants_are_one_specialist_per_level_and_the_one_checkpoint():
-    config = load(STUDY_YAML, ["search.levels=[0.0, 0.5, 1.0]"])
-    variants = comparison_variants(config)
-    assert [v.role for v in variants] == [ONE_CHECKPOINT, "rate-0.00", "rate-0.50", "rate-1.00"]
-    assert variants[0].overrides == {}
-    assert variants[2].overrides == {"spectrum.sampler": "fixed", "spectrum.fixed_missing": 0.5}
-    per_rate = load(
-        STUDY_YAML,
-        ["search.kind=per_rate", "search.per_rate_axis=noise", "spectrum.protocols=[noise@all]"],
-    )
-    assert ONE_CHECKPOINT not in [v.role for v in comparison_variants(per_rate)]
-    assert comparison_variants(per_rate)[3].overrides["spectrum.fixed_noise"] == 0.3
+    config = load(STUDY_YAML, ["one_checkpoint_for_all.levels=[0.0, 0.5, 1.0]"])
+    variants = specialist_variants(config)
+    assert [v.role for v in variants] == ["rate-0.00", "rate-0.50", "rate-1.00"]
+    assert variants[1].overrides == {"spectrum.sampler": "fixed", "spectrum.fixed_missing": 0.5}
+    assert one_checkpoint_for_all.KIND.trial_count(config) == 4  # and the one checkpoint
+    raw = {
+        "study": {"kind": "per_rate"},
+        "per_rate": {"axis": "noise"},
+        "spectrum": {"protocols": ["noise@all"]},
+    }
+    per_rate = from_dict(raw)
+    assert specialist_variants(per_rate)[3].overrides["spectrum.fixed_noise"] == 0.3
 
 
-def test_variants_need_the_compared_curve_in_the_protocols():
-    config = load(STUDY_YAML, ["spectrum.protocols=[clean]"])
-    with pytest.raises(ConfigError, match=r"spectrum\.protocols must include 'missing'"):
-        comparison_variants(config)
+def test_the_compared_curve_must_be_in_the_protocols_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"spectrum\.protocols: .*'missing@all'.* must be listed"):
+        load(STUDY_YAML, ["spectrum.protocols=[clean]"])
+
+
+def test_a_section_of_another_kind_is_refused_when_the_config_loads():
+    with pytest.raises(ConfigError, match=r"^.*per_rate: the section of study kind 'per_rate', "):
+        load(STUDY_YAML, ["per_rate.levels=[0.5]"])
 
 
 def test_table_takes_each_specialist_at_its_own_level():
@@ -60,15 +68,15 @@ def test_table_takes_each_specialist_at_its_own_level():
         ONE_CHECKPOINT: _rows({0.0: 0.6, 0.5: 0.85, 1.0: 1.15}),
     }
     oracle = _rows({0.0: 0.4, 0.5: 0.7, 1.0: 1.0})
-    table = comparison_table(rows, "missing", [0.0, 0.5, 1.0], oracle)
-    got = {(r["model"], r["level"]): r["value"] for r in table}
+    table = curve_table(rows, "missing", [0.0, 0.5, 1.0], oracle)
+    got = {(r.model, r.level): r.value for r in table}
     assert {k: v for k, v in got.items() if k[0] == PER_RATE} == {
         (PER_RATE, 0.0): 0.5,
         (PER_RATE, 0.5): 0.8,
         (PER_RATE, 1.0): 1.1,
     }
     assert got[(ONE_CHECKPOINT, 0.5)] == 0.85 and got[(ORACLE, 1.0)] == 1.0
-    summaries = comparison_summaries(table)
+    summaries = curve_summaries(table)
     # Trapezoid with the levels' own spacing (0.5): (0.5 + 0.8) / 2 * 0.5 + (0.8 + 1.1) / 2 * 0.5
     assert summaries["compare/per_rate/auilc_mae"] == pytest.approx(0.8)
     assert summaries["compare/per_rate/mean_mae"] == pytest.approx(0.8)
@@ -78,7 +86,7 @@ def test_table_takes_each_specialist_at_its_own_level():
 def test_table_fails_when_a_specialist_lacks_its_point():
     rows = {specialist_role(0.5): _rows({0.0: 0.7})}
     with pytest.raises(ValueError, match=r"rate-0\.50: no missing@all point at level 0\.5"):
-        comparison_table(rows, "missing", [0.5])
+        curve_table(rows, "missing", [0.5])
 
 
 def test_one_checkpoint_for_all_study_logs_the_comparison(tmp_path, local_ray):
@@ -86,7 +94,7 @@ def test_one_checkpoint_for_all_study_logs_the_comparison(tmp_path, local_ray):
         "data.preset": "tiny",
         "data.cache_dir": str(tmp_path / "data"),
         "training.epochs": 1,
-        "search.levels": "[0.0, 1.0]",
+        "one_checkpoint_for_all.levels": "[0.0, 1.0]",
         "model.params.hidden": 16,
         "model.params.expert_hidden": 32,
     }
@@ -124,4 +132,4 @@ def test_one_checkpoint_for_all_study_logs_the_comparison(tmp_path, local_ray):
     local = client.download_artifacts(
         result.parent_run_id, "comparison/comparison_valid.parquet", str(tmp_path)
     )
-    assert pq.read_table(local).to_pylist() == result.comparison
+    assert pq.read_table(local).to_pylist() == [dataclasses.asdict(r) for r in result.rows]

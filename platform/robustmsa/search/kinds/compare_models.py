@@ -1,7 +1,8 @@
-"""The model comparison study (``search.kind: compare_models``): models side by side on the
-same spectrum points, beside the Bayes oracle.
+"""Study kind ``compare_models``: models side by side on the same spectrum points, beside the
+Bayes oracle.
 
-Each entry of ``search.models`` (``{role: {name, params}}``) is trained once as a fixed variant
+Section ``compare_models:`` (`CompareModelsSection`). Each entry of ``compare_models.models``
+(``{role: {name, params}}``) is trained once as a fixed variant
 (`robustmsa.search.variants`) with the study's data, training and spectrum settings: a child
 run tagged ``robustmsa.role = <role>``, selected on its own validation spectrum score and
 evaluated once on test, exactly like a searched trial. The study's reference model (late
@@ -13,7 +14,7 @@ evaluation (the run's ``spectrum/spectrum_test.parquet``, read back, not re-eval
 covers ``spectrum.report_protocols``, of which the validation points are kept). On synthetic
 data the oracle is evaluated on the same corrupted inputs of each split.
 
-The table (``split, model, summary, value``) has, per model and split:
+The table (`SummaryRow`: ``split, model, summary, value``) has, per model and split:
 
 - ``spectrum_mae``: `robustmsa.evaluation.summaries.spectrum_score` of the rows (the
   spectrum-averaged MAE that studies minimise: every protocol weighted equally);
@@ -29,31 +30,68 @@ one line per model, the oracle dashed).
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from mlflow.tracking import MlflowClient
 
-from robustmsa.config import StudyConfig
-from robustmsa.errors import RobustMSAError
+from robustmsa.config import ModelConfig, StudyConfig, build, check_role
+from robustmsa.errors import ConfigError, RobustMSAError
 from robustmsa.evaluation.summaries import spectrum_score, summarize
-from robustmsa.search.trial import ROLE_TAG
-from robustmsa.search.variants import Variant
+from robustmsa.search.kinds.base import (
+    ORACLE,
+    REFERENCE_ROLE,
+    StudyKind,
+    StudyResult,
+    StudySetup,
+    SummaryRow,
+    Variant,
+)
 from robustmsa.spectrum.protocols import LEVEL_DECIMALS, POINT_SET_PROTOCOLS, build_points
-from robustmsa.tracking.runs import log_metrics
 
-ORACLE = "oracle"
-COMPARISON_FIELDS = ("split", "model", "summary", "value")
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+ROLE_TAG = "robustmsa.role"  # robustmsa.search.trial.ROLE_TAG
 TEST_ROWS_ARTIFACT = "spectrum/spectrum_test.parquet"
 
 
+@dataclass
+class CompareModelsSection:
+    """The ``compare_models:`` section: ``models``, ``{role: {name, params}}`` (at least one)."""
+
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("models: compare_models needs at least one model ({role: {name}})")
+        for role in self.models:
+            check_role(role, f"models.{role}")
+
+
+def check(config: StudyConfig) -> None:
+    """Each entry names a registered model with valid params (load time)."""
+    from robustmsa.models import MODELS
+
+    for role, entry in config.kind_section.models.items():
+        spec = MODELS.get(entry.name)
+        if spec is None:
+            raise ConfigError(
+                f"compare_models.models.{role}.name: unknown model {entry.name!r} "
+                f"(known: {sorted(MODELS)})"
+            )
+        build(spec.config_cls, entry.params, f"compare_models.models.{role}.params")
+
+
 def model_variants(config: StudyConfig) -> list[Variant]:
-    """One variant per ``search.models`` entry, in the config's order."""
+    """One variant per ``compare_models.models`` entry, in the config's order."""
     return [
-        Variant(role, {"model.name": entry.name, "model.params": entry.params, "search.space": []})
-        for role, entry in config.search.models.items()
+        Variant(role, {"model.name": entry.name, "model.params": entry.params})
+        for role, entry in config.kind_section.models.items()
     ]
 
 
@@ -86,25 +124,20 @@ def _summaries(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def comparison_table(
+def summary_table(
     rows_by_model: dict[str, list[dict]], split: str, oracle_rows: list[dict] | None = None
-) -> list[dict]:
-    """Long-form rows ``(split, model, summary, value)``: each model's summaries (module
-    docstring), its ``oracle_excess_mae`` when ``oracle_rows`` are given, and the oracle's own
-    summaries as model ``oracle``."""
+) -> list[SummaryRow]:
+    """Each model's summaries on ``split`` (module docstring), its ``oracle_excess_mae`` when
+    ``oracle_rows`` are given, and the oracle's own summaries as model ``oracle``."""
     oracle = _summaries(oracle_rows) if oracle_rows else None
     out = []
     for model, rows in rows_by_model.items():
         summaries = _summaries(rows)
         if oracle is not None:
             summaries["oracle_excess_mae"] = summaries["spectrum_mae"] - oracle["spectrum_mae"]
-        out += [
-            {"split": split, "model": model, "summary": k, "value": v} for k, v in summaries.items()
-        ]
+        out += [SummaryRow(split, model, k, v) for k, v in summaries.items()]
     if oracle is not None:
-        out += [
-            {"split": split, "model": ORACLE, "summary": k, "value": v} for k, v in oracle.items()
-        ]
+        out += [SummaryRow(split, ORACLE, k, v) for k, v in oracle.items()]
     return out
 
 
@@ -165,35 +198,37 @@ def _figures(out: Path, rows_by_split: dict[str, dict[str, list[dict]]]) -> None
             fig.savefig(out / f"{split}_{protocol}_{scope}_mae.png", dpi=100)
 
 
-def log_model_comparison(
+def log_summary_table(
     client: MlflowClient,
     run_id: str,
-    table: list[dict],
+    table: list[SummaryRow],
     rows_by_split: dict[str, dict[str, list[dict]]],
 ) -> None:
     """Log ``table`` and the figures of ``rows_by_split`` (``{split: {model: rows}}``, the
     oracle as model ``oracle``) to the parent run ``run_id`` (module docstring)."""
     import pandas as pd
 
-    log_metrics(
-        client,
-        run_id,
-        [(f"compare/{r['split']}/{r['model']}/{r['summary']}", r["value"], 0) for r in table],
-    )
+    from robustmsa.tracking.runs import log_metrics
+    from robustmsa.tracking.spectrum import metric_key
+
+    # A grid point's summary names its level (``eta=0.00``): MLflow's names refuse '='.
+    names = [metric_key(f"compare/{r.split}/{r.model}/{r.summary}") for r in table]
+    log_metrics(client, run_id, [(n, r.value, 0) for n, r in zip(names, table, strict=True)])
+    plain = [dataclasses.asdict(r) for r in table]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "comparison"
         out.mkdir()
-        pq.write_table(pa.Table.from_pylist(table), out / "models.parquet")
+        pq.write_table(pa.Table.from_pylist(plain), out / "models.parquet")
         _figures(out, rows_by_split)
         client.log_artifacts(run_id, str(out), artifact_path="comparison")
-    client.log_table(run_id, pd.DataFrame(table), "tables/model_comparison.json")
+    client.log_table(run_id, pd.DataFrame(plain), "tables/model_comparison.json")
 
 
-def format_comparison(table: list[dict]) -> str:
+def format_comparison(table: list[SummaryRow]) -> str:
     """A plain-text table: one line per model, its spectrum MAE and oracle excess per split."""
-    splits = list(dict.fromkeys(r["split"] for r in table))
-    models = list(dict.fromkeys(r["model"] for r in table))
-    value = {(r["split"], r["model"], r["summary"]): r["value"] for r in table}
+    splits = list(dict.fromkeys(r.split for r in table))
+    models = list(dict.fromkeys(r.model for r in table))
+    value = {(r.split, r.model, r.summary): r.value for r in table}
     head = "".join(f" {s + ' MAE':>11} {'excess':>7}" for s in splits)
     lines = [f"  {'model':<20}{head}"]
     for m in models:
@@ -205,3 +240,60 @@ def format_comparison(table: list[dict]) -> str:
             cells += f" {excess:>7.4f}" if excess is not None else f" {'-':>7}"
         lines.append(f"  {m:<20}{cells}")
     return "\n".join(lines)
+
+
+def run(setup: StudySetup) -> None:
+    """Train every entry, log the comparison of all of them (and of the reference) on both
+    splits to the parent run and keep its table in the result."""
+    from robustmsa.data.parquet import open_dataset
+    from robustmsa.evaluation.ceiling import oracle_rows
+    from robustmsa.evaluation.spectrum import SpectrumEvaluator
+    from robustmsa.search.variants import run_variants
+
+    config = setup.config
+    protocols = config.spectrum.protocols
+    valid = run_variants(
+        setup.ctx,
+        model_variants(config),
+        name=config.study.kind,
+        trainable=setup.trainable,
+        finishing_resources=setup.plan.finishing,
+        max_concurrent=setup.max_concurrent,
+        reuse_actors=setup.in_process,
+        reference_rows=setup.reference,
+        started=setup.started,
+    )
+    if setup.reference is not None:
+        valid = {REFERENCE_ROLE: setup.reference, **valid}
+    test = logged_test_rows(setup.client, setup.result.experiment_id, setup.parent, list(valid))
+    cache = Path(setup.base["data"]["cache_dir"]) / "frames"
+    dataset = open_dataset(setup.data_root, frame_cache=cache)
+    table, by_split = [], {}
+    for split, by_model in (("valid", valid), ("test", test)):
+        by_model = {m: point_rows(rows, protocols) for m, rows in by_model.items()}
+        evaluator = SpectrumEvaluator(
+            dataset[split], build_points(protocols), seed=config.spectrum.eval_seed
+        )
+        oracle = oracle_rows(evaluator)
+        table += summary_table(by_model, split, oracle)
+        by_split[split] = {**by_model, **({ORACLE: oracle} if oracle else {})}
+    log_summary_table(setup.client, setup.parent, table, by_split)
+    setup.result.rows = table
+
+
+def format_lines(result: StudyResult) -> list[str]:
+    return [
+        "Spectrum-averaged MAE on the validation protocols, excess over the oracle:",
+        format_comparison(result.rows),
+    ]
+
+
+KIND = StudyKind(
+    name="compare_models",
+    section=CompareModelsSection,
+    run=run,
+    trial_count=lambda config: len(config.kind_section.models),
+    check=check,
+    reference="first",
+    format=format_lines,
+)
