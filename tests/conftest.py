@@ -26,10 +26,12 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    # A test on the session's local Ray starts a Ray head: the integration tier, whatever its
-    # folder (`make test-unit` runs what needs no Ray, server, browser or kernel).
+    # A test on the session's local Ray starts a Ray head, and one on a smoke study runs a
+    # study script: the integration tier, whatever its folder (`make test-unit` runs what needs
+    # no Ray, server, browser, kernel or study).
+    heavy = {"local_ray", "smoke_study", "smoke_comparison"}
     for item in items:
-        if "local_ray" in getattr(item, "fixturenames", ()):
+        if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
 
 

@@ -14,6 +14,8 @@ from robustmsa.cli import main
 from robustmsa.search.kinds.confirm import CONFIRMED, DIFFERENCE, REFERENCE
 from robustmsa.search.reproduce import SELECTED_TAG
 
+pytestmark = pytest.mark.integration
+
 
 def _parent(study) -> str:
     client = MlflowClient(study.tracking_uri)
