@@ -232,3 +232,27 @@ def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, loc
     assert all(r.info.status == "FAILED" for r in runs)
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     assert "train.parquet" in child.data.tags["robustmsa.error"]
+
+
+def test_a_multi_objective_search_logs_its_pareto_front(tmp_path, local_ray):
+    from robustmsa.search.kinds.search import PARETO_TABLE, knee, pareto_front
+
+    objectives = ["val/spectrum_score", "val/mae"]
+    config = smoke_config(
+        tmp_path, **{"search.objectives": "[val/spectrum_score, val/mae]", "training.epochs": 2}
+    )
+    result = run_study(config, root=tmp_path)
+    client, runs = runs_of(tmp_path)
+    by_trial = {r.data.tags.get("robustmsa.trial_id"): r for r in runs}
+    for t in result.trials:
+        # Both objectives at the epoch the trial keeps, as the trial logged them.
+        assert t.scores["val/mae"] == pytest.approx(
+            by_trial[t.trial_id].data.metrics["best/val/mae"]
+        )
+        assert t.scores["val/spectrum_score"] == pytest.approx(t.score)
+    assert result.pareto == pareto_front(result.trials, objectives)
+    assert result.best is knee(result.pareto, objectives)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags["robustmsa.selected_run_id"] == result.best.run_id
+    names = {a.path for a in client.list_artifacts(result.parent_run_id, "tables")}
+    assert PARETO_TABLE in names

@@ -342,6 +342,11 @@ def run_training(
                 )
             metrics["best/epoch"] = best.best_epoch
             metrics["best/" + OBJECTIVE] = best.best_score
+            # The chosen epoch's clean metrics: what a multi-objective search compares
+            # (``search.objectives``), all from the one checkpoint the trial keeps.
+            metrics |= {
+                f"best/val/{r['metric']}": r["value"] for r in best.rows if r["protocol"] == "clean"
+            }
             # The run's length as the checkpoint state has it, as ints (MLflow logs numbers,
             # not bools): the console tells pruned from completed trials by them.
             metrics |= {"epochs": total, "patience_exhausted": int(will_stop)}

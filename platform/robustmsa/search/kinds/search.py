@@ -2,9 +2,22 @@
 
 Section ``search:`` (`SearchSection`): ``num_samples`` trials sampled by Optuna's TPE (seed
 ``seed``) from ``space`` (empty: the model's own space, `ModelSpec.search_space`), pruned by
-ASHA (``grace_period``, ``reduction_factor``, on training epochs). Objective:
+ASHA (``grace_period``, ``reduction_factor``, on training epochs); ``sampler: random`` and
+``scheduler: none`` give plain random search, the baseline that benchmarks/search_efficiency.py
+measures the default against. Objective:
 ``best/val/spectrum_score`` (the best-so-far validation spectrum score,
 `robustmsa.evaluation.summaries.spectrum_score`), minimised.
+
+Several objectives (``objectives``, e.g. ``[val/spectrum_score, val/mae]``: the spectrum score
+and any clean-validation metric, ``val/<metric>``, each minimised when lower is better (MAE)
+and maximised otherwise) make it Optuna's multi-objective TPE. Every objective is read at the
+epoch the trial keeps (its best spectrum score: one checkpoint per trial); ASHA prunes on the
+first objective. The Pareto front of the trials (none better on every objective and strictly
+on one) is logged on the parent (``tables/pareto_front.json``, ``pareto/pareto_front.png``)
+and the selected trial is named by one rule, `knee`: each objective min-max normalised over
+the front (0 the front's best, 1 its worst), the member closest (Euclidean) to the ideal point
+of all zeros; ties go to the better first objective. With one objective the selected trial is
+simply the best.
 
 The reference model trains beside the search (set-up's thread) and every completed trial's run
 gets its effective robustness against that model's validation curves. What is evaluated beyond
@@ -18,7 +31,10 @@ reference's and the oracle's scores, the trials table and ``best_config.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 from robustmsa.config import ParamSpace, StudyConfig, build
 from robustmsa.errors import ConfigError, RobustMSAError
@@ -45,6 +61,11 @@ class SearchSection:
     grace_period: int = 2
     reduction_factor: int = 2
     space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
+    objectives: list[str] = field(default_factory=list)  # empty: [val/spectrum_score]
+    sampler: Literal["tpe", "random"] = (
+        "tpe"  # random: the baseline of benchmarks/search_efficiency.py
+    )
+    scheduler: Literal["asha", "none"] = "asha"  # none: every trial runs all its epochs
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "grace_period"):
@@ -52,6 +73,43 @@ class SearchSection:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.reduction_factor < 2:
             raise ValueError(f"reduction_factor: must be >= 2, got {self.reduction_factor}")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives: repeated in {self.objectives}")
+
+    def objective_names(self) -> list[str]:
+        """The objectives as configured (``val/...``), the spectrum score when none."""
+        return list(self.objectives) or [OBJECTIVE]
+
+
+def objective_mode(name: str) -> str:
+    """``min`` for the spectrum score and MAE, ``max`` for the other metrics."""
+    from robustmsa.evaluation.metrics import LOWER_IS_BETTER
+
+    metric = name.removeprefix("val/")
+    return "min" if name == OBJECTIVE or metric in LOWER_IS_BETTER else "max"
+
+
+def _clean_metrics() -> list[str]:
+    import numpy as np
+
+    from robustmsa.evaluation.metrics import regression_metrics
+
+    return sorted(regression_metrics(np.array([0.5, -0.5]), np.array([1.0, -1.0])))
+
+
+def _check_objectives(config: StudyConfig) -> None:
+    s: SearchSection = config.kind_section
+    known = [OBJECTIVE] + [f"val/{m}" for m in _clean_metrics()]
+    for i, name in enumerate(s.objectives):
+        if name not in known:
+            raise ConfigError(
+                f"search.objectives[{i}]: unknown objective {name!r} (known: {known})"
+            )
+        if name != OBJECTIVE and "clean" not in config.spectrum.protocols:
+            raise ConfigError(
+                f"search.objectives[{i}]: {name} is measured on the clean validation point; "
+                f"spectrum.protocols must list 'clean', got {config.spectrum.protocols}"
+            )
 
 
 def check(config: StudyConfig) -> None:
@@ -64,6 +122,7 @@ def check(config: StudyConfig) -> None:
     num_experts``, depend on the other sampled values)."""
     from robustmsa.models import MODELS
 
+    _check_objectives(config)
     s: SearchSection = config.kind_section
     if not s.space:
         entries = MODELS[config.model.name].search_space
@@ -119,11 +178,12 @@ def log_study_summary(client, parent_run_id: str, result: StudyResult) -> None:
     client.log_table(parent_run_id, pd.DataFrame(rows).astype(object), TRIALS_TABLE)
 
 
-def _trial_rows(grid) -> list[TrialRow]:
-    """One row per trial of Tune's ``ResultGrid``."""
+def _trial_rows(grid, objectives: list[str]) -> list[TrialRow]:
+    """One row per trial of Tune's ``ResultGrid``, with its value of every objective."""
     rows = []
     for r in grid:
         metrics = r.metrics or {}
+        scores = {o: metrics["best/" + o] for o in objectives if "best/" + o in metrics}
         rows.append(
             TrialRow(
                 trial_id=metrics.get("trial_id"),
@@ -131,9 +191,86 @@ def _trial_rows(grid) -> list[TrialRow]:
                 score=metrics.get(SEARCH_METRIC),
                 epochs=metrics.get("epoch"),
                 error=str(r.error).splitlines()[0] if r.error else None,
+                scores=scores,
             )
         )
     return rows
+
+
+def _signed(row: TrialRow, objectives: list[str]) -> list[float]:
+    """The row's objective values, each turned so that lower is better."""
+    return [row.scores[o] if objective_mode(o) == "min" else -row.scores[o] for o in objectives]
+
+
+def pareto_front(rows: list[TrialRow], objectives: list[str]) -> list[TrialRow]:
+    """The rows no other row dominates (at least as good on every objective, strictly better
+    on one), in the given order."""
+    values = [_signed(r, objectives) for r in rows]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+    return [r for r, v in zip(rows, values, strict=True)
+            if not any(dominates(w, v) for w in values)]  # fmt: skip
+
+
+def knee(front: list[TrialRow], objectives: list[str]) -> TrialRow:
+    """The selection rule of a multi-objective search (module docstring)."""
+    values = [_signed(r, objectives) for r in front]
+    lows = [min(col) for col in zip(*values, strict=True)]
+    highs = [max(col) for col in zip(*values, strict=True)]
+
+    def distance(v: list[float]) -> float:
+        parts = [
+            (x - lo) / (hi - lo) if hi > lo else 0.0
+            for x, lo, hi in zip(v, lows, highs, strict=True)
+        ]
+        return sum(p * p for p in parts) ** 0.5
+
+    order = sorted(range(len(front)), key=lambda i: (distance(values[i]), values[i][0]))
+    return front[order[0]]
+
+
+PARETO_TABLE = "tables/pareto_front.json"
+SELECTION_TAG = "robustmsa.selection_rule"
+
+
+def log_pareto(client, parent_run_id: str, result: StudyResult, objectives: list[str]) -> None:
+    """The Pareto front on the parent run: a table (every scored trial, ``on_front`` and
+    ``selected`` columns), a figure of the first two objectives and the rule as a tag."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    front_ids = {t.trial_id for t in result.pareto}
+    scored = [t for t in result.trials if len(t.scores) == len(objectives)]
+    rows = [
+        {"trial_id": t.trial_id, "run_id": t.run_id, "outcome": t.outcome, **t.scores,
+         "on_front": t.trial_id in front_ids, "selected": t is result.best}
+        for t in scored
+    ]  # fmt: skip
+    client.log_table(parent_run_id, pd.DataFrame(rows).astype(object), PARETO_TABLE)
+    client.set_tag(parent_run_id, SELECTION_TAG, "knee: closest to the ideal point over the "
+                   "min-max normalised Pareto front (docs/study_kinds.md)")  # fmt: skip
+    x, y = objectives[0], objectives[1]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter([t.scores[x] for t in scored], [t.scores[y] for t in scored], c="0.6",
+               label="trials")  # fmt: skip
+    front = sorted(result.pareto, key=lambda t: t.scores[x])
+    ax.plot([t.scores[x] for t in front], [t.scores[y] for t in front], "o-", label="Pareto front")
+    ax.scatter([result.best.scores[x]], [result.best.scores[y]], s=160, facecolors="none",
+               edgecolors="red", label=f"selected ({result.best.trial_id})")  # fmt: skip
+    ax.set_xlabel(f"{x} ({objective_mode(x)})")
+    ax.set_ylabel(f"{y} ({objective_mode(y)})")
+    ax.legend()
+    fig.tight_layout()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pareto_front.png"
+        fig.savefig(path, dpi=100)
+        client.log_artifact(parent_run_id, str(path), artifact_path="pareto")
+    plt.close(fig)
 
 
 def run(setup: StudySetup) -> None:
@@ -143,7 +280,7 @@ def run(setup: StudySetup) -> None:
 
     import ray
     import yaml
-    from optuna.samplers import TPESampler
+    from optuna.samplers import RandomSampler, TPESampler
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
@@ -160,6 +297,9 @@ def run(setup: StudySetup) -> None:
     s: SearchSection = config.kind_section
     epochs = max(config.training.epochs, 1)
     test_in_finishing = config.evaluation.test_policy == "completed"
+    objectives = s.objective_names()
+    metrics = ["best/" + o for o in objectives]
+    modes = [objective_mode(o) for o in objectives]
     # Beside the reference's training: the one computation of the study's ceiling.
     oracle = start_oracle(setup.uri, setup.parent, setup.base, setup.plan.finishing)
     try:
@@ -171,6 +311,13 @@ def run(setup: StudySetup) -> None:
             setup.finishing,
             storage_path=result.storage_path,
             evaluate_test=test_in_finishing,
+        )
+        sampler = TPESampler(seed=s.seed) if s.sampler == "tpe" else RandomSampler(seed=s.seed)
+        asha = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=epochs,
+            grace_period=min(s.grace_period, epochs),
+            reduction_factor=s.reduction_factor,
         )
         tuner = build_tuner(
             setup.trainable,
@@ -188,18 +335,15 @@ def run(setup: StudySetup) -> None:
             num_samples=s.num_samples,
             search_alg=OptunaSearch(
                 space=define_by_run(s.space),
-                metric=SEARCH_METRIC,
-                mode="min",
-                sampler=TPESampler(seed=s.seed),
+                # One objective: a name and a mode; several: lists (Optuna's multi-objective
+                # TPE, the same sampler class).
+                metric=metrics if len(metrics) > 1 else metrics[0],
+                mode=modes if len(modes) > 1 else modes[0],
+                sampler=sampler,
             ),
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=epochs,
-                grace_period=min(s.grace_period, epochs),
-                reduction_factor=s.reduction_factor,
-            ),
-            metric=SEARCH_METRIC,
-            mode="min",
+            scheduler=asha if s.scheduler == "asha" else None,
+            metric=metrics[0],  # ASHA prunes on the first objective
+            mode=modes[0],
         )
         grid = tuner.fit()
         reference_rows = setup.reference
@@ -207,12 +351,18 @@ def run(setup: StudySetup) -> None:
             reference_rows = reference_rows.result()  # raises when the reference failed
         finisher.submit_held()
         setup.finishing.wait()
-        result.trials = _trial_rows(grid)
+        result.trials = _trial_rows(grid, objectives)
         scored = [t for t in result.trials if t.score is not None and not t.error]
+        if len(objectives) > 1:
+            scored = [t for t in scored if len(t.scores) == len(objectives)]
         if not scored:
             errors = [t.error for t in result.trials if t.error]
             raise RobustMSAError(f"study {config.name}: no trial finished ({errors[:1]})")
-        result.best = min(scored, key=lambda t: t.score)
+        if len(objectives) > 1:
+            result.pareto = pareto_front(scored, objectives)
+            result.best = knee(result.pareto, objectives)
+        else:
+            result.best = min(scored, key=lambda t: t.score)
         result.best_config = from_dict(setup.base, result.best.params).to_dict()
         runs = child_runs(client, result.experiment_id, setup.parent)
         for t in result.trials:
@@ -235,6 +385,8 @@ def run(setup: StudySetup) -> None:
     if oracle_found:
         result.oracle_score = spectrum_score(oracle_found["valid"])
     log_study_summary(client, setup.parent, result)
+    if result.pareto:
+        log_pareto(client, setup.parent, result, objectives)
     client.log_text(
         setup.parent, yaml.safe_dump(result.best_config, sort_keys=False), "best_config.yaml"
     )
@@ -266,9 +418,16 @@ def format_lines(result: StudyResult) -> list[str]:
             f"  {'oracle':<12} {result.oracle_score:>8.4f} {'':>6}  {'':<9}  the Bayes oracle on "
             "the same inputs (the ceiling)"
         )
+    if result.pareto:
+        names = list(result.best.scores)
+        lines.append(f"Pareto front of {', '.join(names)}: " + "; ".join(
+            f"{t.trial_id} (" + ", ".join(f"{t.scores[n]:.4f}" for n in names) + ")"
+            for t in result.pareto
+        ) + f"; selected by the knee rule: {result.best.trial_id}")  # fmt: skip
     if result.best:
         lines.append(
-            f"Best trial {result.best.trial_id}: validation spectrum score "
+            f"{'Selected' if result.pareto else 'Best'} trial {result.best.trial_id}: "
+            "validation spectrum score "
             f"{result.best.score:.4f} (mean MAE over the reliability spectrum); its test "
             f"report and figures, and the reference's: runs {result.selected_run_id}"
             + (f" and {result.reference.run_id}" if result.reference else "")
