@@ -89,3 +89,13 @@ def test_the_front_is_logged_on_the_parent(tmp_path):
     assert got[1][OBJ[1]] == 0.60
     assert "knee" in client.get_run(parent).data.tags[SELECTION_TAG]
     assert [a.path for a in client.list_artifacts(parent, "pareto")] == ["pareto/pareto_front.png"]
+
+
+def test_tpe_leaves_random_sampling_after_half_the_trials():
+    # Optuna's default of 10 random startup trials would keep an 8-trial search random.
+    s = load(STUDY_YAML).kind_section
+    assert s.num_samples == 8 and s.resolved_startup_trials() == 4
+    assert load(STUDY_YAML, ["search.num_samples=2"]).kind_section.resolved_startup_trials() == 2
+    assert load(STUDY_YAML, ["search.startup_trials=3"]).kind_section.resolved_startup_trials() == 3
+    with pytest.raises(ConfigError, match=r"search\.startup_trials: must be >= 1"):
+        load(STUDY_YAML, ["search.startup_trials=0"])

@@ -416,6 +416,7 @@ register(
                 "high": 3.0,
                 "log": True,
             },
+            {"name": "training.lr", "type": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True},
         ),
     )
 )

@@ -415,9 +415,11 @@ def _build(config: object, dims: dict[str, int]) -> MulT:
 
 # dim and heads are searched as categories whose every pair divides (30k and 1, 2, 3, 5, 6).
 SEARCH_SPACE: tuple[dict, ...] = (
-    {"name": "model.params.dim", "type": "categorical", "choices": [30, 60, 90]},
-    {"name": "model.params.heads", "type": "categorical", "choices": [1, 2, 3, 5, 6]},
-    {"name": "model.params.layers", "type": "int", "low": 1, "high": 5},
+    # MulT's own code: width 30, 5 heads, 5 layers, lr 1e-3, all inside (docs/references.md);
+    # every width divides by every head count.
+    {"name": "model.params.dim", "type": "categorical", "choices": [10, 30, 60, 90]},
+    {"name": "model.params.heads", "type": "categorical", "choices": [1, 5, 10]},
+    {"name": "model.params.layers", "type": "int", "low": 1, "high": 6},
     {"name": "model.params.self_layers", "type": "int", "low": 1, "high": 5},
     {"name": "model.params.dropout", "type": "float", "low": 0.0, "high": 0.3},
     {"name": "training.lr", "type": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True},

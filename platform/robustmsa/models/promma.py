@@ -508,8 +508,12 @@ def _build(config: object, dims: dict[str, int]) -> ProMMA:
 
 
 SEARCH_SPACE: tuple[dict, ...] = (
+    # Prompt length 16 and width 30 (MPLMM: the prompts live in the MulT backbone's width, 5
+    # heads) lie inside; the imputation length is not reported in the sources we hold.
     {"name": "model.params.prompt_length", "type": "int", "low": 4, "high": 32, "log": True},
-    {"name": "model.params.layers", "type": "int", "low": 1, "high": 5},
+    {"name": "model.params.dim", "type": "categorical", "choices": [10, 30, 60]},
+    {"name": "model.params.impute_length", "type": "int", "low": 2, "high": 16, "log": True},
+    {"name": "model.params.layers", "type": "int", "low": 1, "high": 6},
     {"name": "model.params.reference_fraction", "type": "float", "low": 0.1, "high": 0.5},
     {"name": "model.params.mi_weight", "type": "float", "low": 0.01, "high": 1.0, "log": True},
     {
