@@ -70,3 +70,13 @@ def test_each_search_study_searches_its_models_characteristic_parameters(study, 
     assert config.model.name == model and config.study.kind == "search"
     assert searched <= {p.name for p in config.kind_section.space}
     assert (REPO / "studies" / f"{study}.py").is_file()
+    # The study's own ranges hold the reported values inside too.
+    for p in config.kind_section.space:
+        value = REPORTED.get((model, p.name))
+        if value is None:
+            continue
+        if p.type == "categorical":
+            choices = sorted(p.choices)
+            assert choices[0] < value < choices[-1], (p, value)
+        else:
+            assert p.low < value < p.high, (p, value)
