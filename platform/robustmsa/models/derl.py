@@ -386,8 +386,13 @@ register(
         name="derl",
         config_cls=DERLConfig,
         build=_build,
+        # DERL reports none of these in the sources we hold. Inside: MISA's values on MOSI (the
+        # weights of MMSA's config, diff 0.1 / sim 0.3 / recon 1.0, and of MISA's own code, 0.3 /
+        # 1.0 / 1.0; its hidden size 128). Not reported anywhere we hold: the representation
+        # reconstruction weight. MISA's lr 1e-4 (BERT fine-tuned end to end) is not adopted:
+        # this DERL trains on fixed features (docs/references.md).
         search_space=(
-            {"name": "model.params.hidden", "type": "categorical", "choices": [32, 64, 128]},
+            {"name": "model.params.hidden", "type": "categorical", "choices": [32, 64, 128, 256]},
             {
                 "name": "model.params.orthogonality_weight",
                 "type": "float",

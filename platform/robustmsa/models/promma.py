@@ -508,12 +508,15 @@ def _build(config: object, dims: dict[str, int]) -> ProMMA:
 
 
 SEARCH_SPACE: tuple[dict, ...] = (
-    # Prompt length 16 and width 30 (MPLMM: the prompts live in the MulT backbone's width, 5
-    # heads) lie inside; the imputation length is not reported in the sources we hold.
+    # ProMMA reports none of these in the sources we hold; the numbers are MPLMM's code
+    # (prompt length 16, prompt width 30 = its MulT width with 5 heads, 5 levels, lr 1e-3), all
+    # strictly inside (docs/references.md).
     {"name": "model.params.prompt_length", "type": "int", "low": 4, "high": 32, "log": True},
-    {"name": "model.params.dim", "type": "categorical", "choices": [10, 30, 60]},
+    {"name": "model.params.dim", "type": "categorical", "choices": [10, 30, 60]},  # width
+    # Not reported in the sources we hold: the imputation length, the reference stage's share,
+    # the loss weights and the evaluator's threshold (this project's reading).
     {"name": "model.params.impute_length", "type": "int", "low": 2, "high": 16, "log": True},
-    {"name": "model.params.layers", "type": "int", "low": 1, "high": 6},
+    {"name": "model.params.layers", "type": "int", "low": 1, "high": 6},  # MPLMM: 5
     {"name": "model.params.reference_fraction", "type": "float", "low": 0.1, "high": 0.5},
     {"name": "model.params.mi_weight", "type": "float", "low": 0.01, "high": 1.0, "log": True},
     {
@@ -530,8 +533,15 @@ SEARCH_SPACE: tuple[dict, ...] = (
         "high": 3.0,
         "log": True,
     },
+    {
+        "name": "model.params.evaluator_weight",
+        "type": "float",
+        "low": 0.1,
+        "high": 3.0,
+        "log": True,
+    },
     {"name": "model.params.evaluator_threshold", "type": "float", "low": 0.3, "high": 0.7},
-    {"name": "training.lr", "type": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True},
+    {"name": "training.lr", "type": "float", "low": 3.0e-4, "high": 3.0e-3, "log": True},  # 1e-3
 )
 
 register(ModelSpec(name="promma", config_cls=ProMMAConfig, build=_build, search_space=SEARCH_SPACE))

@@ -416,6 +416,7 @@ SEARCH_SPACE: tuple[dict, ...] = (
     # The paper's 8 experts (top-3) lie inside, not on the edge (docs/references.md).
     {"name": "model.params.num_experts", "type": "int", "low": 2, "high": 12},
     {"name": "model.params.top_k", "type": "int", "low": 1, "high": "model.params.num_experts"},
+    # Not reported in the sources we hold: the loss weights, the widths and the dropout.
     {
         "name": "model.params.uncertainty_weight",
         "type": "float",
