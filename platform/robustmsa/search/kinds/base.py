@@ -149,6 +149,25 @@ class StudySetup:
     def uri(self) -> str:
         return self.result.tracking_uri
 
+    def train(self, variants: list[Variant], name: str) -> dict[str, list[dict]]:
+        """Train fixed ``variants`` as the study's trials, each finished (test report
+        included) and measured against the reference's rows when there are any;
+        `robustmsa.search.variants.run_variants`'s ``{role: validation rows}``."""
+        from robustmsa.search.variants import run_variants
+
+        reference = self.reference if isinstance(self.reference, list) else None
+        return run_variants(
+            self.ctx,
+            variants,
+            name=name,
+            trainable=self.trainable,
+            finishing_resources=self.plan.finishing,
+            max_concurrent=self.max_concurrent,
+            reuse_actors=self.in_process,
+            reference_rows=reference,
+            started=self.started,
+        )
+
 
 def _no_check(config: StudyConfig) -> None:
     return None

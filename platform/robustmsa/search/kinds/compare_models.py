@@ -248,21 +248,10 @@ def run(setup: StudySetup) -> None:
     from robustmsa.data.parquet import open_dataset
     from robustmsa.evaluation.ceiling import oracle_rows
     from robustmsa.evaluation.spectrum import SpectrumEvaluator
-    from robustmsa.search.variants import run_variants
 
     config = setup.config
     protocols = config.spectrum.protocols
-    valid = run_variants(
-        setup.ctx,
-        model_variants(config),
-        name=config.study.kind,
-        trainable=setup.trainable,
-        finishing_resources=setup.plan.finishing,
-        max_concurrent=setup.max_concurrent,
-        reuse_actors=setup.in_process,
-        reference_rows=setup.reference,
-        started=setup.started,
-    )
+    valid = setup.train(model_variants(config), config.study.kind)
     if setup.reference is not None:
         valid = {REFERENCE_ROLE: setup.reference, **valid}
     test = logged_test_rows(setup.client, setup.result.experiment_id, setup.parent, list(valid))

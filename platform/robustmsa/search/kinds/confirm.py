@@ -169,20 +169,10 @@ def log_confirm_table(client, run_id: str, table: list[ConfirmRow]) -> None:
 
 def run(setup: StudySetup) -> None:
     from robustmsa.search.kinds.compare_models import logged_test_rows
-    from robustmsa.search.variants import run_variants
 
     config = setup.config
     plan = variants(config)
-    valid = run_variants(
-        setup.ctx,
-        plan,
-        name="confirm",
-        trainable=setup.trainable,
-        finishing_resources=setup.plan.finishing,
-        max_concurrent=setup.max_concurrent,
-        reuse_actors=setup.in_process,
-        started=setup.started,
-    )
+    valid = setup.train(plan, "confirm")
     test = logged_test_rows(setup.client, setup.result.experiment_id, setup.parent, list(valid))
     table = []
     for split, by_role in (("valid", valid), ("test", test)):

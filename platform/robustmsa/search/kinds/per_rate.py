@@ -170,22 +170,11 @@ def compare(setup: StudySetup, variants: list[Variant]) -> None:
     from robustmsa.data.parquet import open_dataset
     from robustmsa.evaluation.ceiling import oracle_rows
     from robustmsa.evaluation.spectrum import SpectrumEvaluator
-    from robustmsa.search.variants import run_variants
     from robustmsa.spectrum import build_points
 
     config = setup.config
     s: PerRateSection = config.kind_section
-    rows = run_variants(
-        setup.ctx,
-        variants,
-        name=config.study.kind,
-        trainable=setup.trainable,
-        finishing_resources=setup.plan.finishing,
-        max_concurrent=setup.max_concurrent,
-        reuse_actors=setup.in_process,
-        reference_rows=setup.reference,
-        started=setup.started,
-    )
+    rows = setup.train(variants, config.study.kind)
     cache = Path(setup.base["data"]["cache_dir"]) / "frames"
     valid = open_dataset(setup.data_root, frame_cache=cache)["valid"]
     points = build_points([f"{s.axis}@{ALL}"], levels=s.levels)
