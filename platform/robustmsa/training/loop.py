@@ -50,7 +50,7 @@ from robustmsa.models import MODELS
 from robustmsa.models.base import MSAModel
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
-from robustmsa.training.checkpoint import save_checkpoint
+from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
 
 # training.precision -> the autocast dtype of the training forward (None: plain float32).
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -79,6 +79,25 @@ class TrainingOutcome:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def generator_states(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """This rank's random generators as `ResumePoint.rng` keeps them (the numpy global
+    generator is seeded but never drawn from, so it is not kept)."""
+    states = {"generator": generator.get_state(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def restore_generators(
+    states: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device
+) -> None:
+    """Put back what `generator_states` kept."""
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def build_model(config: StudyConfig, dims: dict[str, int]) -> MSAModel:
@@ -229,6 +248,7 @@ def run_training(
     rank: int = 0,
     world_size: int = 1,
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    resume: ResumePoint | None = None,
 ) -> TrainingOutcome:
     """Train ``config``'s model on its dataset; report every epoch; return the best epoch.
 
@@ -236,6 +256,11 @@ def run_training(
     worker's device). Under DDP each rank predicts its share of the validation rows and the
     shares are gathered, so every rank computes the same table (identical to one worker's) and
     takes the same early-stopping decision.
+
+    ``resume``: the run's last checkpoint (`load_resume_point`): training continues at the
+    epoch after it with its weights, optimizer state, random generators, best epoch and
+    patience count, and reports exactly what the uninterrupted run would have (the same
+    numbers); a run that had already ended returns its outcome without training.
     """
     device = torch.device(device)
     t = config.training
@@ -247,6 +272,8 @@ def run_training(
     )
     train, valid = splits["train"], splits["valid"]
     inner = build_model(config, train.meta.dims).to(device)
+    if resume is not None:
+        inner.load_state_dict(resume.model_state)  # before DDP broadcasts rank 0's weights
     model = wrap_model(inner) if wrap_model else inner
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = build_sampler(config.spectrum)
@@ -275,22 +302,44 @@ def run_training(
     total = sum(n for _, n in plan) if plan else t.epochs
     stage_of = [i for i, (_, n) in enumerate(plan) for _ in range(n)]  # epoch e: stage_of[e - 1]
     active, stage, train_params, epoch_sampler = None, None, None, sampler
+
+    def enter_stage(index: int) -> None:
+        """Make stage ``index`` of the plan the active one: its mode, parameters, a fresh
+        optimizer over them and its training sampler."""
+        nonlocal active, stage, train_params, optimizer, epoch_sampler
+        active, stage = index, plan[index][0]
+        inner.set_stage(stage.name)
+        train_params = stage_parameters(inner, stage)
+        optimizer = torch.optim.AdamW(train_params, lr=t.lr, weight_decay=t.weight_decay)
+        epoch_sampler = stage_sampler(stage, sampler)
+
+    first = 1 if total else 0  # a zero-epoch run still validates and reports the initial model
+    if resume is not None:
+        done = resume.state
+        best.best_epoch, best.best_score = done["best_epoch"], done["best_score"]
+        best.rows, best.best_state = resume.best_rows, resume.best_state
+        best.epochs_run = epoch = done["epoch"]
+        bad_epochs = done.get("bad_epochs", 0)
+        if done["patience_exhausted"] or done["epoch"] >= total:
+            best.stopped_early = done["patience_exhausted"] and done["epoch"] < total
+            return best
+        first = done["epoch"] + 1
+        if plan:
+            # Back in the checkpoint's stage, as the stopped run was after that epoch; the
+            # next epoch enters a new stage through the loop like any other (a stage change
+            # may act on the model: ProMMA snapshots its reference backbone).
+            enter_stage(next(i for i, (s, _) in enumerate(plan) if s.name == done["stage"]))
+        optimizer.load_state_dict(resume.optimizer)
+        # Last, as in the run that stopped: they were saved after the epoch's validation.
+        restore_generators(resume.rng[rank], generator, device)
     with tempfile.TemporaryDirectory(prefix="robustmsa-ckpt-") as scratch:
-        # A zero-epoch run still validates and reports the initial model once.
-        for epoch in range(1 if total else 0, total + 1):
+        for epoch in range(first, total + 1):
             metrics: dict[str, float | str] = {"epoch": epoch}
             epoch_started = time.perf_counter()
             if plan:
                 index = stage_of[epoch - 1] if epoch else len(plan) - 1
-                stage = plan[index][0]
                 if index != active:
-                    active = index
-                    inner.set_stage(stage.name)
-                    train_params = stage_parameters(inner, stage)
-                    optimizer = torch.optim.AdamW(
-                        train_params, lr=t.lr, weight_decay=t.weight_decay
-                    )
-                    epoch_sampler = stage_sampler(stage, sampler)
+                    enter_stage(index)
                 metrics["stage"] = stage.name
             if epoch:
                 rng = np.random.default_rng([t.seed, epoch])
@@ -322,6 +371,12 @@ def run_training(
                 bad_epochs += 1
             best.epochs_run = epoch
             will_stop = bool(epoch) and final and bad_epochs >= t.patience
+            rng = generator_states(generator, device)
+            if world_size > 1:  # every rank's generators travel in rank 0's checkpoint
+                gathered: list = [None] * world_size
+                torch.distributed.all_gather_object(gathered, rng)
+            else:
+                gathered = [rng]
             ckpt = None
             if rank == 0:
                 ckpt = save_checkpoint(
@@ -335,10 +390,12 @@ def run_training(
                         "model": config.model.name,
                         "epochs": total,
                         "patience_exhausted": will_stop,
+                        "bad_epochs": bad_epochs,
                         **({"stage": stage.name} if stage is not None else {}),
                     },
                     best_rows=best.rows,
                     config=config.to_dict(),
+                    resume={"optimizer": optimizer.state_dict(), "rng": gathered},
                 )
             metrics["best/epoch"] = best.best_epoch
             metrics["best/" + OBJECTIVE] = best.best_score
