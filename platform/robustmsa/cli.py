@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from robustmsa.errors import RobustMSAError
+from robustmsa.search.interrupt import StudyInterrupted
 
 # A study's --smoke-test: the same config, shrunk to finish in a few minutes on 2 cores (and
 # each study kind's own shrinking, `StudyKind.smoke`).
@@ -48,6 +49,15 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
         help="also show what Ray, Tune, MLflow and Optuna print on their own (a line per "
         "checkpoint, Tune's tables and TensorBoard hint); by default one line per trial event",
     )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=LATEST,
+        metavar="PARENT_RUN_ID",
+        help="continue an interrupted or killed study of this config (the same arguments): "
+        "the latest one, or the one of this parent run; reads Tune's saved state from the "
+        "study's own storage (docs/faults.md)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load(args.config, args.overrides)
@@ -62,12 +72,40 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
         from robustmsa.search.console import quiet_ray_logs
         from robustmsa.search.study import run_study
 
+        resume_run_id = None
+        if args.resume:
+            resume_run_id = _resume_target(config, args.resume, args.root)
         quiet_ray_logs(args.verbose)  # before Ray starts: its local workers inherit it
-        result = run_study(config, root=args.root)
+        result = run_study(config, root=args.root, resume_run_id=resume_run_id)
+    except StudyInterrupted as exc:
+        return _interrupted(exc)
     except RobustMSAError as exc:
         return _fail(str(exc))
     print(format_result(result, config.tracking.experiment))
     return 0
+
+
+LATEST = "latest"  # --resume without a run id
+
+
+def _resume_target(config, requested: str, root: Path) -> str:
+    """The parent run a study script's ``--resume`` continues."""
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.search.resume import latest_resumable
+    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
+
+    if requested != LATEST:
+        return requested
+    uri = resolve_tracking_uri(config.tracking.uri, root.resolve())
+    check_reachable(uri)
+    return latest_resumable(MlflowClient(uri), config.tracking.experiment, config.name)
+
+
+def _interrupted(exc) -> int:
+    """An interrupted study: its line (with how to resume) and ``128 + signal``."""
+    print(f"robustmsa: {exc}", file=sys.stderr)
+    return 128 + exc.signum
 
 
 def format_result(result, experiment: str) -> str:
@@ -357,6 +395,43 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _add_resume_command(sub) -> None:
+    res = sub.add_parser(
+        "resume",
+        help="continue an interrupted or killed study",
+        description="Continue the study whose parent run is PARENT (interrupted by Ctrl-C or "
+        "SIGTERM, or its driver killed) with the config it ran with, in the folder it ran in: "
+        "finished trials are kept, interrupted ones continue from their last checkpoints, in "
+        "the same MLflow runs. Reads Tune's saved state (pickled) from the study's own storage: "
+        "resume only studies whose storage you trust.",
+    )
+    res.add_argument("--run-id", required=True, help="the study's parent run")
+    res.add_argument("--verbose", action="store_true", help="also show Ray's and Tune's logs")
+    _add_tracking_uri(res)
+
+
+def _resume(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.search import resume
+    from robustmsa.search.console import quiet_ray_logs
+    from robustmsa.search.study import run_study
+
+    uri = _read_only_store(args.tracking_uri)
+    client = MlflowClient(uri)
+    root = resume.study_root(client, args.run_id)
+    config = resume.logged_config(client, args.run_id)
+    if config.tracking.uri is None:
+        os.environ["MLFLOW_TRACKING_URI"] = uri  # the store the run was found in
+    quiet_ray_logs(args.verbose)
+    try:
+        result = run_study(config, root=root, resume_run_id=args.run_id)
+    except StudyInterrupted as exc:
+        return _interrupted(exc)
+    print(format_result(result, config.tracking.experiment))
+    return 0
+
+
 def _add_cluster_command(sub) -> None:
     cluster = sub.add_parser("cluster", help="cluster files").add_subparsers(
         dest="cluster_command", required=True
@@ -399,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_evaluate_command(sub)
     _add_report_command(sub)
     _add_reproduce_command(sub)
+    _add_resume_command(sub)
     _add_cluster_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -411,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
             _report(args)
         elif args.command == "reproduce":
             return _reproduce(args)
+        elif args.command == "resume":
+            return _resume(args)
         elif args.command == "cluster":
             return _run_cluster_command(args)
     except RobustMSAError as exc:

@@ -203,6 +203,10 @@ class StudySection:
     many as the cluster's resources, and what its autoscaler may add, can hold at once.
     ``storage_path``: where Ray Tune writes results and checkpoints, a local path or a URI of
     any ``pyarrow.fs`` filesystem (``s3://``, ``gs://``, ``file://``) that every node reaches.
+
+    ``max_failures``: how often a trial that lost its process, worker or node (or raised) is
+    restarted from its last checkpoint before it counts as failed (Tune's and Ray Train's
+    ``FailureConfig``); its run records each restart (``robustmsa.restarts``).
     """
 
     kind: str = "search"
@@ -211,8 +215,11 @@ class StudySection:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None
     storage_path: str | None = None  # Ray Tune results (path or URI); None: .robustmsa/ray_results
+    max_failures: int = 2
 
     def __post_init__(self) -> None:
+        if self.max_failures < 0:
+            raise ValueError(f"max_failures: must be >= 0, got {self.max_failures}")
         if self.max_concurrent != "auto" and self.max_concurrent < 1:
             raise ValueError(f"max_concurrent: must be >= 1, got {self.max_concurrent}")
         if self.cpus_per_trial <= 0:

@@ -282,7 +282,7 @@ def test_study_main_parses_verbose_and_quiets_before_the_study(
 
     seen = {}
 
-    def fake_run_study(config, root):
+    def fake_run_study(config, root, resume_run_id=None):
         seen["quiet"] = worker_runtime_env() != {}
         seen["level"] = logging.getLogger("ray.train._internal.storage").level
         raise RobustMSAError("stop here")

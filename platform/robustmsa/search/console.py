@@ -42,6 +42,9 @@ QUIET_LOGGERS = {
     "mlflow.store.db.utils": "Creating initial MLflow database tables...",
     # "A new study created in memory with name: optuna" (Tune's OptunaSearch, once per study).
     "optuna.storages._in_memory": "A new study created in memory with name: optuna",
+    # "Restored on <ip> from checkpoint: ..." once per restarted trial (the console's own line
+    # says it: robustmsa.search.console.ConsoleProgress.on_trial_recover).
+    "ray.tune.trainable.trainable": "Restored on ... from checkpoint: ...",
 }
 # Environment switches set (unless the user set them) while quiet. RAY_AIR_NEW_OUTPUT=0: Tune's
 # legacy output engine, silent at verbose=0, where the default engine prints each experiment's
@@ -261,6 +264,14 @@ class ConsoleProgress(tune.Callback):
         epoch = result.get("epoch")
         where = f" at epoch {epoch}/{self._epochs(result)}" if epoch is not None else ""
         self._emit(trial, f"error{where}: {trial_error(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Its process, worker or node was lost (or it raised): Tune restarts it from its last
+        # checkpoint (study.max_failures), and its run records the restart.
+        result = trial.last_result or {}
+        epoch = result.get("epoch")
+        after = f" after epoch {epoch}" if epoch is not None else " from the start"
+        self._emit(trial, f"failed ({trial_error(trial)}); restarting{after}")
 
     def on_experiment_end(self, trials, **info):
         counts = {}

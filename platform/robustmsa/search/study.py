@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from robustmsa.config import StudyConfig
 from robustmsa.data.remote import check_storage, is_uri
@@ -126,18 +129,43 @@ def child_runs(client, experiment_id: str, parent_run_id: str) -> dict[str, Any]
     return {r.data.tags[TRIAL_TAG]: r for r in runs if TRIAL_TAG in r.data.tags}
 
 
-def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
+STUDY_CONFIG_FILE = "study_config.yaml"  # on the parent run: the config as loaded
+ROOT_TAG = "robustmsa.root"  # on the parent run: the folder local outputs resolved against
+DRIVER_TAG = "robustmsa.driver"  # on the parent run: host:pid of the process running it
+RESUMES_TAG = "robustmsa.resumes"
+OUTCOME_TAG = "robustmsa.outcome"
+INTERRUPTED_OUTCOME = "interrupted"
+
+
+def run_study(
+    config: StudyConfig, root: Path | str = ".", resume_run_id: str | None = None
+) -> StudyResult:
     """Run the study of ``config`` (module docstring); everything relative resolves against
-    ``root``."""
+    ``root``. ``resume_run_id``: the parent run of an interrupted or killed study of this
+    config, continued where it stopped (`robustmsa.search.resume`).
+
+    Ctrl-C or SIGTERM stops the whole study (`robustmsa.search.interrupt`): every run still
+    RUNNING ends KILLED with ``robustmsa.outcome = interrupted`` and `StudyInterrupted` says
+    how to resume it. Any other failure ends the parent FAILED with the error in its
+    ``robustmsa.error`` tag."""
+    from robustmsa.search.interrupt import catch_interrupts
+
+    with catch_interrupts():
+        return _run_study(config, Path(root).resolve(), resume_run_id)
+
+
+def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> StudyResult:
     from mlflow.tracking import MlflowClient
 
     from robustmsa.provenance import code_identity, code_tags, describe
+    from robustmsa.search.interrupt import StudyInterrupted, raise_if_interrupted
     from robustmsa.search.kinds import KINDS
     from robustmsa.search.resources import (
         cluster_capacity,
         resolve_max_concurrent,
         trial_resources,
     )
+    from robustmsa.search.resume import check_resumable, resume_hint
     from robustmsa.search.trial import FinishingTasks, StudyContext
     from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
@@ -149,6 +177,7 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
         flatten,
         log_params,
         resolve_tracking_uri,
+        set_tags,
         start_run,
     )
     from robustmsa.training.trainer import resolve_backend
@@ -157,7 +186,6 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     kind = KINDS[config.study.kind]
     # Per-epoch checkpoints with num_to_keep=1 trip a noisy Tune warning on every report.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    root = Path(root).resolve()
     uri = resolve_tracking_uri(config.tracking.uri, root)
     explicit = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if os.environ.get("RAY_ADDRESS") and not explicit:
@@ -170,6 +198,10 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             "that every node reaches (cluster/README.md)"
         )
     check_reachable(uri)
+    client = MlflowClient(uri)
+    if resume_run_id:
+        # Fails now, before Ray starts, when the run is not this config's interrupted study.
+        check_resumable(client, resume_run_id, config)
     base = absolutize(config, root)
     check_storage(base["study"]["storage_path"])
     d = base["data"]
@@ -189,16 +221,30 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     max_concurrent = resolve_max_concurrent(
         config, plan, cluster_capacity(), kind.trial_count(config)
     )
+    raise_if_interrupted("the set-up")
     identity = code_identity()
-    print(f"Study {config.name}: {describe()}; up to {max_concurrent} trials at once", flush=True)
-    client = MlflowClient(uri)
+    resuming = f"; resuming parent run {resume_run_id}" if resume_run_id else ""
+    print(
+        f"Study {config.name}: {describe()}{resuming}; up to {max_concurrent} trials at once",
+        flush=True,
+    )
     local_store = not uri.startswith(("http://", "https://", "databricks"))
     experiment_id = ensure_experiment(
         client, config.tracking.experiment, root / "mlartifacts" if local_store else None
     )
-    parent = start_run(
-        client, experiment_id, config.name, tags={STUDY_TAG: config.name, **code_tags()}
-    )
+    driver = {DRIVER_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+    if resume_run_id:
+        parent = resume_run_id
+        resumes = int(client.get_run(parent).data.tags.get(RESUMES_TAG, "0")) + 1
+        client.update_run(parent, status="RUNNING")
+        set_tags(client, parent, {RESUMES_TAG: resumes, OUTCOME_TAG: "resumed", **driver})
+    else:
+        parent = start_run(
+            client,
+            experiment_id,
+            config.name,
+            tags={STUDY_TAG: config.name, ROOT_TAG: str(root), **driver, **code_tags()},
+        )
     result = StudyResult(parent, experiment_id, uri, base["study"]["storage_path"], kind.name)
     result.code = identity
     result.max_concurrent = max_concurrent
@@ -206,11 +252,15 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
     finishing = FinishingTasks(uri)
     # The reference model's training beside the kind (kind.reference == "beside").
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustmsa-reference")
-    status = "FAILED"
+    status, outcome, error = "FAILED", None, None
     try:
-        log_params(client, parent, flatten(base))
-        log_params(client, parent, {"study.resolved_max_concurrent": max_concurrent})
-        log_dataset_input(client, parent, data_root, context="study")
+        if not resume_run_id:
+            log_params(client, parent, flatten(base))
+            log_params(client, parent, {"study.resolved_max_concurrent": max_concurrent})
+            log_dataset_input(client, parent, data_root, context="study")
+            client.log_text(
+                parent, yaml.safe_dump(config.to_dict(), sort_keys=False), STUDY_CONFIG_FILE
+            )
         ctx = StudyContext(base, uri, experiment_id, parent, result.storage_path)
         setup = StudySetup(
             config=config,
@@ -252,17 +302,31 @@ def run_study(config: StudyConfig, root: Path | str = ".") -> StudyResult:
             else:
                 setup.reference = train_reference()
                 finishing.wait()  # the comparisons read the reference's logged test rows
+                raise_if_interrupted("the reference model's test report")
         kind.run(setup)
         finishing.wait()
-        status = "FINISHED"
+        raise_if_interrupted("the study's last finishing tasks")
+        status, outcome = "FINISHED", "completed"
+    except StudyInterrupted as exc:
+        status, outcome = "KILLED", INTERRUPTED_OUTCOME
+        message = f"study {config.name}: {exc}; {resume_hint(parent)}"
+        raise StudyInterrupted(message, exc.signum) from None
     except KeyboardInterrupt:
-        status = "KILLED"
+        status, outcome = "KILLED", INTERRUPTED_OUTCOME
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         # A kind that failed while the reference trains: that experiment ends by itself.
         background.shutdown(wait=True, cancel_futures=True)
         finishing.cancel()  # only what a failing or interrupted study left unawaited
-        end_dangling_runs(client, experiment_id, parent)
+        ended = {"robustmsa.outcome": outcome} if outcome == INTERRUPTED_OUTCOME else {}
+        end_dangling_runs(client, experiment_id, parent, tags=ended)
+        tags = {OUTCOME_TAG: outcome or "error"}
+        if error:
+            tags["robustmsa.error"] = error[:5000]
+        set_tags(client, parent, tags)
         client.set_terminated(parent, status)
         result.wall_s = time.time() - started
     return result

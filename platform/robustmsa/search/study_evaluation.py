@@ -39,10 +39,15 @@ PRESENT_TIME = TIMING_PREFIX + "present_s"  # on the selected trial's and the re
 
 @ray.remote
 def _oracle_task(
-    tracking_uri: str, parent_run_id: str, data: dict[str, Any], spectrum: dict[str, Any]
+    tracking_uri: str,
+    parent_run_id: str,
+    data: dict[str, Any],
+    spectrum: dict[str, Any],
+    log: bool = True,
 ) -> dict[str, list[dict]] | None:
     """The oracle's rows ``{"valid": ..., "test": ...}`` on the study's points, logged to the
-    parent run; None for a dataset without a generator (no oracle exists)."""
+    parent run (unless ``log`` is off: a resumed study's parent has them); None for a dataset
+    without a generator (no oracle exists)."""
     from robustmsa.data.parquet import open_dataset
     from robustmsa.data.source import dataset_dir
     from robustmsa.evaluation.ceiling import oracle_rows
@@ -70,11 +75,13 @@ def _oracle_task(
             rows = oracle_rows(evaluator)
             if rows is None:
                 return None
-            log_spectrum(
-                client, parent_run_id, rows, split=split, source=ORACLE_SOURCE, figures=False
-            )
+            if log:
+                log_spectrum(
+                    client, parent_run_id, rows, split=split, source=ORACLE_SOURCE, figures=False
+                )
             found[split] = rows
-    client.log_metric(parent_run_id, ORACLE_TIME, time.perf_counter() - started)
+    if log:
+        client.log_metric(parent_run_id, ORACLE_TIME, time.perf_counter() - started)
     return found
 
 
@@ -82,9 +89,12 @@ def start_oracle(
     tracking_uri: str, parent_run_id: str, base: dict[str, Any], resources: dict[str, float]
 ) -> ray.ObjectRef:
     """Submit the oracle task (module docstring) with ``resources`` (a finishing task's:
-    ``{"cpu": c}``); returns its ObjectRef, whose value the study's later tasks take."""
+    ``{"cpu": c}``); returns its ObjectRef, whose value the study's later tasks take. A
+    resumed study whose parent already holds the oracle's rows computes them without logging
+    them twice."""
+    logged = ORACLE_TIME in MlflowClient(tracking_uri).get_run(parent_run_id).data.metrics
     return _oracle_task.options(num_cpus=resources.get("cpu", 1)).remote(
-        tracking_uri, parent_run_id, base["data"], base["spectrum"]
+        tracking_uri, parent_run_id, base["data"], base["spectrum"], log=not logged
     )
 
 

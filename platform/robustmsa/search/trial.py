@@ -30,6 +30,8 @@ trial also gets its effective robustness against it (``robust/.../effective_<met
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import tempfile
 from concurrent import futures
 from concurrent.futures import Future
@@ -48,6 +50,7 @@ from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import evaluate_test_once
 from robustmsa.evaluation.summaries import effective_robustness_summary
 from robustmsa.provenance import code_tags
+from robustmsa.search.interrupt import INTERRUPTED
 from robustmsa.tracking.dataset import log_dataset_input
 from robustmsa.tracking.runs import (
     TRIAL_TAG,
@@ -64,8 +67,11 @@ from robustmsa.training.checkpoint import (
     CONFIG_FILE,
     ROWS_FILE,
     STATE_FILE,
+    ResumePoint,
+    load_resume_point,
     load_state,
 )
+from robustmsa.training.loop import OBJECTIVE
 from robustmsa.training.trainer import fit, resolve_backend
 
 VARIANT_KEY = "robustmsa.variant"
@@ -84,36 +90,34 @@ class StudyContext:
 
 
 def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
-    """The Tune function trainable: config from the sampled point, a child run, training."""
+    """The Tune function trainable: config from the sampled point, the trial's child run,
+    training. A restarted trial (its process, worker or node lost; a resumed study) continues
+    from Tune's last checkpoint of it, in the run it had (`open_trial_run`)."""
     tune_ctx = tune.get_context()
-    tags = {TRIAL_TAG: tune_ctx.get_trial_id()}
+    trial_id = tune_ctx.get_trial_id()
+    tags = {TRIAL_TAG: trial_id}
     if VARIANT_KEY in sampled:
         variant = sampled[VARIANT_KEY]
         sampled = variant["overrides"]
         tags[ROLE_TAG] = variant["role"]
     config = from_dict(ctx.base, sampled)
     client = MlflowClient(ctx.tracking_uri)
-    run_id = start_run(
-        client,
-        ctx.experiment_id,
-        tune_ctx.get_trial_name(),
-        parent_run_id=ctx.parent_run_id,
-        # Which copy of the package this trial imported (the job's own, on a cluster).
-        tags={**tags, "robustmsa.model": config.model.name, **code_tags()},
+    resume = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as local:
+            resume = load_resume_point(local)
+    run_id, logged_through = open_trial_run(
+        client, ctx, tune_ctx.get_trial_name(), tags, config, resume
     )
     try:
-        log_params(client, run_id, flatten(config.to_dict()))
-        log_params(client, run_id, {"training.resolved_backend": resolve_backend(config)})
-        d = config.data
-        root = dataset_dir(
-            d.source, path=d.path, preset=d.preset, seed=d.seed, cache_dir=d.cache_dir
-        )
-        log_dataset_input(client, run_id, root, context="training")
         fit(
             config,
-            sinks=[MlflowEpochSink(ctx.tracking_uri, run_id)],
+            sinks=[MlflowEpochSink(ctx.tracking_uri, run_id, skip_through=logged_through)],
             in_tune=True,
             storage_path=ctx.storage_path,
+            resume=resume,
+            run_name=f"{config.name}-{trial_id}",
         )
     except Exception as exc:
         # The driver's TrialRunFinisher sets the final status. A trial that Tune stopped can
@@ -122,6 +126,55 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_tag(run_id, "robustmsa.error", f"{type(exc).__name__}: {exc}"[:5000])
         raise
+
+
+RESTARTS_TAG = "robustmsa.restarts"
+
+
+def open_trial_run(
+    client: MlflowClient,
+    ctx: StudyContext,
+    name: str,
+    tags: dict[str, str],
+    config,
+    resume: ResumePoint | None,
+) -> tuple[str, int]:
+    """The trial's child run and the last epoch it has logged (-1: none).
+
+    A trial's first start creates the run and logs the resolved parameters and the dataset; a
+    restart finds the run by its trial id (whatever status an interruption left it in), marks
+    it RUNNING again and counts the restart (``robustmsa.restarts``, with the epoch it
+    continues after in ``robustmsa.resumed_after_epoch``). ``robustmsa.process`` names the
+    host and process training it (what a fault drill kills)."""
+    process = {"robustmsa.process": f"{socket.gethostname()}:{os.getpid()}"}
+    found = client.search_runs(
+        [ctx.experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{tags[TRIAL_TAG]}' "
+        f"and tags.mlflow.parentRunId = '{ctx.parent_run_id}'",
+    )
+    if found:
+        run = found[0]
+        run_id = run.info.run_id
+        restarts = int(run.data.tags.get(RESTARTS_TAG, "0")) + 1
+        client.update_run(run_id, status="RUNNING")
+        resumed = {"robustmsa.resumed_after_epoch": resume.state["epoch"] if resume else "none"}
+        set_tags(client, run_id, {RESTARTS_TAG: restarts, **resumed, **process})
+        history = client.get_metric_history(run_id, OBJECTIVE)
+        return run_id, max((m.step for m in history), default=-1)
+    run_id = start_run(
+        client,
+        ctx.experiment_id,
+        name,
+        parent_run_id=ctx.parent_run_id,
+        # Which copy of the package this trial imported (the job's own, on a cluster).
+        tags={**tags, "robustmsa.model": config.model.name, **code_tags(), **process},
+    )
+    log_params(client, run_id, flatten(config.to_dict()))
+    log_params(client, run_id, {"training.resolved_backend": resolve_backend(config)})
+    d = config.data
+    root = dataset_dir(d.source, path=d.path, preset=d.preset, seed=d.seed, cache_dir=d.cache_dir)
+    log_dataset_input(client, run_id, root, context="training")
+    return run_id, -1
 
 
 @contextlib.contextmanager
@@ -280,6 +333,11 @@ class FinishingTasks:
         if failed:
             raise RobustMSAError(f"finishing trial runs failed: {'; '.join(failed)}")
 
+    def __getstate__(self) -> dict:
+        # Pickled with Tune's run config (tuner.pkl): references of this Ray session's tasks
+        # mean nothing to a resumed study.
+        return {**self.__dict__, "_pending": []}
+
     def cancel(self) -> None:
         """Cancel the tasks not yet awaited (a study that is failing or interrupted); their
         runs are left for the study's own clean-up to end."""
@@ -330,6 +388,7 @@ class TrialRunFinisher(tune.Callback):
         self._device = "cuda" if resources.get("gpu", 0) else "cpu"
         self._reference_ref = None
         self._held: list[tuple[str, str, Any]] = []  # (trial id, run id, checkpoint)
+        self._seen: set[str] = set()  # trial ids whose end this finisher handled
         self._owns_tasks = tasks is None
         self.tasks = FinishingTasks(tracking_uri) if tasks is None else tasks
 
@@ -384,6 +443,12 @@ class TrialRunFinisher(tune.Callback):
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if INTERRUPTED.is_set():
+            # Tune is stopping the trials of an interrupted study: not an end of this trial
+            # (its run ends KILLED; a resume continues it, or finishes it by
+            # `finish_leftovers` when Tune had already finished it).
+            return
+        self._seen.add(trial.trial_id)
         client = MlflowClient(self.tracking_uri)
         ready, reference = self._reference()
         for run in self._runs(client, trial):
@@ -394,12 +459,39 @@ class TrialRunFinisher(tune.Callback):
                 self._held.append((trial.trial_id, run.info.run_id, checkpoint))
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        if INTERRUPTED.is_set():
+            return
+        self._seen.add(trial.trial_id)
         client = MlflowClient(self.tracking_uri)
         for run in self._runs(client, trial):
             client.set_tag(run.info.run_id, "robustmsa.outcome", "error")
             client.set_terminated(run.info.run_id, "FAILED")
 
+    def finish_leftovers(self, results) -> None:
+        """Finish the runs of trials that Tune had finished but whose runs never ended: a
+        study interrupted (or its driver killed) after a trial completed and before its run
+        was finished. ``results``: the experiment's ``ResultGrid`` after a resumed fit, in
+        which such trials come back finished and are not run again."""
+        client = MlflowClient(self.tracking_uri)
+        for result in results:
+            trial_id = (result.metrics or {}).get("trial_id")
+            if result.error or trial_id is None or trial_id in self._seen:
+                continue
+            self._seen.add(trial_id)
+            runs = client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'"
+            )
+            checkpoint = last_checkpoint(result.checkpoint, result.metrics, self.storage_path)
+            for run in runs:
+                if run.info.status in ("FINISHED", "FAILED"):
+                    continue
+                client.update_run(run.info.run_id, status="RUNNING")
+                self._held.append((trial_id, run.info.run_id, checkpoint))
+        self.submit_held(wait=True)
+
     def on_experiment_end(self, trials, **info):
+        if INTERRUPTED.is_set():
+            return  # the study's teardown ends what is left (module robustmsa.search.interrupt)
         if self._owns_tasks:
             self.submit_held(wait=True)
             self.tasks.wait()

@@ -3,7 +3,15 @@
 A search (Optuna's sampler, ASHA) and a list of fixed variants (the reference model, per-rate
 specialists, compared models, confirmation seeds) differ only in their search algorithm,
 scheduler and parameter space; the rest is the study's: the experiment's name under its storage
-path, the console and finishing callbacks, one checkpoint kept, Tune's own output off.
+path, the console and finishing callbacks, one checkpoint kept, Tune's own output off, failed trials
+restarted from their last checkpoint up to ``study.max_failures`` times.
+
+An experiment of the same name already under the storage path belongs to this very study (the
+name carries the study's parent run id): the study is being resumed, and the experiment is
+restored from Tune's saved state (``Tuner.restore``) instead: finished trials are kept,
+unfinished and errored ones continue from their last checkpoints, the search algorithm's
+history comes back from its saved state. Restoring unpickles that state: a study is resumed
+only from its own storage (docs/faults.md).
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ def build_tuner(
     scheduler: Any = None,
     metric: str | None = None,
     mode: str | list[str] | None = None,
+    max_failures: int = 0,
 ):
     """A `tune.Tuner` for the registered ``trainable``; trials are named (and their
-    directories) ``<trial_prefix>_<trial id>``.
+    directories) ``<trial_prefix>_<trial id>``; an existing experiment ``name`` is restored
+    (module docstring), with these ``callbacks``.
 
     ``reuse_actors``: a trial process imports torch and MLflow (about 5 s on 2 cores), so
     in-process trials reuse a finished trial's actor (benchmarks/trial_overhead.py); not with a
@@ -39,6 +49,13 @@ def build_tuner(
     def trial_name(trial) -> str:
         return f"{trial_prefix}_{trial.trial_id}"
 
+    path = experiment_path(storage_path, name)
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        # The callbacks come back pickled from the interrupted process; this study's own
+        # (its finishing tasks, its reference model's rows) replace them.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -58,6 +75,22 @@ def build_tuner(
             storage_path=storage_path,
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
         ),
     )
+
+
+def experiment_path(storage_path: str, name: str) -> str:
+    """The directory (or URI) of experiment ``name`` under ``storage_path``."""
+    return f"{storage_path.rstrip('/')}/{name}"
+
+
+def fit(tuner, what: str):
+    """``tuner.fit()``; `robustmsa.search.interrupt.StudyInterrupted` when the study was
+    interrupted meanwhile (Tune then returns what it had: no later phase may use it)."""
+    from robustmsa.search.interrupt import raise_if_interrupted
+
+    grid = tuner.fit()
+    raise_if_interrupted(what)
+    return grid

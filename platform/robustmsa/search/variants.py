@@ -51,12 +51,21 @@ def run_variants(
     from ray import tune
 
     from robustmsa.search.console import ConsoleProgress
-    from robustmsa.search.tuner import build_tuner
+    from robustmsa.search.tuner import build_tuner, fit
     from robustmsa.training.loop import OBJECTIVE
 
     roles = [v.role for v in variants]
     if len(set(roles)) != len(roles):
         raise ValueError(f"variant roles must be unique, got {roles}")
+    finisher = TrialRunFinisher(
+        ctx.tracking_uri,
+        ctx.experiment_id,
+        reference_rows,
+        finishing_resources,
+        finishing,
+        storage_path=ctx.storage_path,
+        evaluate_test=evaluate_test,
+    )
     tuner = build_tuner(
         trainable,
         name=f"{name}-{ctx.parent_run_id[:8]}",
@@ -70,23 +79,21 @@ def run_variants(
             ConsoleProgress(
                 len(variants), ctx.base["training"]["epochs"], OBJECTIVE, name, started
             ),
-            TrialRunFinisher(
-                ctx.tracking_uri,
-                ctx.experiment_id,
-                reference_rows,
-                finishing_resources,
-                finishing,
-                storage_path=ctx.storage_path,
-                evaluate_test=evaluate_test,
-            ),
+            finisher,
         ],
         max_concurrent=max_concurrent,
         reuse_actors=reuse_actors,
         trial_prefix=name,
+        max_failures=ctx.base["study"]["max_failures"],
     )
     rows: dict[str, list[dict]] = {}
     failed = []
-    for result in tuner.fit():
+    grid = fit(tuner, f"the {name} runs")
+    # A resumed study: variants Tune had finished before the study stopped; their runs end now.
+    finisher.finish_leftovers(grid)
+    if finishing is None:
+        finisher.tasks.wait()
+    for result in grid:
         role = (result.config or {})[VARIANT_KEY]["role"]
         found = last_checkpoint(result.checkpoint, result.metrics, ctx.storage_path)
         with checkpoint_directory(found) as local:

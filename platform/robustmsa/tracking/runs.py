@@ -135,16 +135,21 @@ def start_run(
 
 
 def end_dangling_runs(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED"
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    status: str = "KILLED",
+    tags: dict[str, str] | None = None,
 ) -> int:
-    """End every child of ``parent_run_id`` still RUNNING with ``status``; returns how many."""
+    """End every child of ``parent_run_id`` still RUNNING with ``status`` (and ``tags``, such
+    as an interrupted study's outcome); returns how many."""
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and status = 'RUNNING'",
         max_results=10000,
     )
     for run in runs:
-        client.set_tag(run.info.run_id, "robustmsa.ended_by", "study driver")
+        set_tags(client, run.info.run_id, {"robustmsa.ended_by": "study driver", **(tags or {})})
         client.set_terminated(run.info.run_id, status)
     return len(runs)
 
@@ -153,13 +158,19 @@ class MlflowEpochSink:
     """A picklable per-epoch metric logger for one run (sent to trial and Train worker processes).
 
     ``metrics`` keys such as ``train/loss`` and ``val/mae`` are logged with ``step = epoch``.
+    ``skip_through``: epochs up to this one are already in the run (a restarted trial
+    re-trains the epochs after its last checkpoint, some of which it may have logged before it
+    stopped): they are not logged twice.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, skip_through: int = -1):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        self.skip_through = skip_through
 
     def __call__(self, metrics: dict, step: int) -> None:
+        if step <= self.skip_through:
+            return
         client = MlflowClient(self.tracking_uri)
         log_metrics(client, self.run_id, ((k, v, step) for k, v in metrics.items()))
 

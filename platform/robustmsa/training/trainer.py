@@ -15,7 +15,12 @@ from pathlib import Path
 import torch
 
 from robustmsa.config import StudyConfig, from_dict
-from robustmsa.training.checkpoint import load_state, load_weights
+from robustmsa.training.checkpoint import (
+    ResumePoint,
+    load_resume_point,
+    load_state,
+    load_weights,
+)
 from robustmsa.training.loop import TrainingOutcome, run_training
 from robustmsa.training.reporting import LocalReporter, Sink, TrainReporter, TuneReporter
 
@@ -48,6 +53,12 @@ def _train_worker(loop_config: dict) -> None:
     config = from_dict(loop_config["config"])
     ctx = ray.train.get_context()
     world = ctx.get_world_size()
+    # A restarted worker group (a worker or node lost) continues from the last checkpoint.
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as local:
+            resume = load_resume_point(local)
 
     def wrap(model: torch.nn.Module) -> torch.nn.Module:
         # Top-k routing leaves some experts without gradient in a step: DDP must allow that.
@@ -61,6 +72,7 @@ def _train_worker(loop_config: dict) -> None:
         rank=ctx.get_world_rank(),
         world_size=world,
         wrap_model=wrap,
+        resume=resume,
     )
 
 
@@ -70,12 +82,20 @@ def fit(
     sinks: list[Sink] | None = None,
     in_tune: bool = False,
     storage_path: str | Path | None = None,
+    resume: ResumePoint | None = None,
+    run_name: str | None = None,
 ) -> TrainingOutcome:
-    """Train ``config`` by its backend and return the outcome (best epoch, spectrum, weights)."""
+    """Train ``config`` by its backend and return the outcome (best epoch, spectrum, weights).
+
+    ``resume``: continue in-process training from this checkpoint (a restarted trial).
+    ``run_name``: the ``TorchTrainer`` run's name under ``storage_path``; a trial passes one
+    of its own, so that its restart continues that run from its last checkpoint (docs/
+    stack.md: a reused name resumes); None: a fresh name. A ``TorchTrainer`` restarts a lost
+    worker group up to ``study.max_failures`` times."""
     sinks = list(sinks or [])
     if resolve_backend(config) == "in_process":
         reporter = TuneReporter(sinks) if in_tune else LocalReporter(sinks)
-        return run_training(config, reporter, device=_local_device(config))
+        return run_training(config, reporter, device=_local_device(config), resume=resume)
 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -101,11 +121,11 @@ def fit(
             },
         ),
         run_config=RunConfig(
-            # A reused name would resume an old run (docs/stack.md): every fit gets its own.
-            name=f"{config.name}-{uuid.uuid4().hex[:8]}",
+            # A reused name resumes that run (docs/stack.md): a fit outside a trial gets its own.
+            name=run_name or f"{config.name}-{uuid.uuid4().hex[:8]}",
             storage_path=str(storage_path) if storage_path else None,
             callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=config.study.max_failures),
         ),
     )
     result = trainer.fit()

@@ -300,7 +300,7 @@ def run(setup: StudySetup) -> None:
     from robustmsa.search.study import child_runs
     from robustmsa.search.study_evaluation import present_runs, start_oracle
     from robustmsa.search.trial import ROLE_TAG, TrialRunFinisher
-    from robustmsa.search.tuner import build_tuner
+    from robustmsa.search.tuner import build_tuner, fit
 
     config, result, client = setup.config, setup.result, setup.client
     s: SearchSection = config.kind_section
@@ -360,12 +360,14 @@ def run(setup: StudySetup) -> None:
             scheduler=asha if s.scheduler == "asha" else None,
             metric=metrics[0],  # ASHA prunes on the first objective
             mode=modes[0],
+            max_failures=config.study.max_failures,
         )
-        grid = tuner.fit()
+        grid = fit(tuner, "the search")
         reference_rows = setup.reference
         if isinstance(reference_rows, Future):
             reference_rows = reference_rows.result()  # raises when the reference failed
         finisher.submit_held()
+        finisher.finish_leftovers(grid)  # a resumed study's trials finished before it stopped
         setup.finishing.wait()
         result.trials = _trial_rows(grid, objectives)
         scored = [t for t in result.trials if t.score is not None and not t.error]
