@@ -1,0 +1,236 @@
+"""Fault drills on real studies: a study script against a real MLflow server, faults injected by
+signalling or killing processes by their PID (never by name).
+
+One search study goes through every fault in turn, so that the drills share its cost:
+
+1. R1, a training worker killed (SIGKILL) mid-trial: Tune restarts the trial from its last
+   checkpoint (``study.max_failures``) and the run records the restart;
+2. Ctrl-C (SIGINT to the study's process group, as a terminal sends it) during the search: the
+   whole study stops, every run ends KILLED with ``robustmsa.outcome = interrupted``, exit 130
+   with the command that resumes it;
+3. R2, the study resumed (``--resume``) and its driver killed with SIGKILL: the parent and the
+   trials it ran are left RUNNING;
+4. ``robustmsa resume --run-id PARENT`` finishes it.
+
+Then MLflow's final state: every run ended, one run per trial, every epoch logged once, and
+the trial that lived through all of it re-trains bit for bit (``robustmsa reproduce``), as the
+run that never stopped would have. A second, short drill interrupts a comparison study during
+its reference model's training: nothing after it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+from paths import REPO
+from servers import mlflow_server, venv_env
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 8
+TRIALS = 2
+# Slow enough epochs (batch 4 on the tiny preset: about half a second) that each fault lands
+# inside a trial; no pruning, so every trial trains all its epochs and the counts are exact.
+STUDY_ARGS = [
+    "--smoke-test",
+    "--set", f"training.epochs={EPOCHS}",
+    "--set", "training.batch_size=4",
+    "--set", f"search.num_samples={TRIALS}",
+    "--set", "search.scheduler=none",
+    "--set", "training.patience=100",
+]  # fmt: skip
+SCORE = "val/spectrum_score"
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("faults-mlflow")) as uri:
+        yield uri
+
+
+class Study:
+    """A study process of the drill: started in a session of its own (its process group is
+    what a terminal's Ctrl-C reaches), its output in ``log``."""
+
+    def __init__(self, args: list[str], root: Path, uri: str, name: str):
+        self.log = root / f"{name}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=REPO, env=venv_env(MLFLOW_TRACKING_URI=uri),
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait(self, timeout: float = 600) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(  # noqa: B904 (the timeout is the failure)
+                f"{self.log.name}: no exit in {timeout} s:\n{self.output()[-3000:]}"
+            )
+
+    def kill_driver(self) -> None:
+        """SIGKILL the driver alone, then what it leaves behind of its local Ray (by PID)."""
+        left = psutil.Process(self.proc.pid).children(recursive=True)
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        _, alive = psutil.wait_procs(left, timeout=10)
+        for p in alive:
+            p.kill()
+        psutil.wait_procs(alive, timeout=10)
+
+
+def until(what: str, check: Callable[[], object], study: Study, timeout: float = 300):
+    """Poll ``check`` until it returns something true, and return that; fail when the study
+    exits or ``timeout`` passes first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        if study.proc.poll() is not None:
+            raise AssertionError(f"study exited ({study.proc.returncode}) before {what}:\n"
+                                 f"{study.output()[-3000:]}")  # fmt: skip
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} after {timeout} s:\n{study.output()[-3000:]}")
+
+
+def runs(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def trial_runs(client, experiment: str) -> list:
+    return [r for r in runs(client, experiment)
+            if r.data.tags.get("mlflow.runName", "").startswith("trial_")]  # fmt: skip
+
+
+def epochs_logged(client, run) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, SCORE))
+
+
+def test_a_study_survives_a_lost_worker_ctrl_c_and_a_killed_driver(tracking, tmp_path):
+    client = MlflowClient(tracking)
+    script = ["studies/qa_moe_search.py", *STUDY_ARGS, "--root", str(tmp_path)]
+
+    # 1. R1: a trial's training process killed after its second epoch.
+    study = Study(script, tmp_path, tracking, "study")
+
+    def training_trial():
+        for r in trial_runs(client, "qa_moe_search"):
+            if r.info.status == "RUNNING" and len(epochs_logged(client, r)) >= 2:
+                return r
+        return None
+
+    victim = until("a trial with two epochs", training_trial, study)
+    trial_id = victim.data.tags["robustmsa.trial_id"]
+    at_kill = len(epochs_logged(client, victim))
+    os.kill(int(victim.data.tags["robustmsa.process"].rpartition(":")[2]), signal.SIGKILL)
+
+    def restarted():
+        run = client.get_run(victim.info.run_id)
+        moved = len(epochs_logged(client, run)) > at_kill
+        return int(run.data.tags.get("robustmsa.restarts", 0)) >= 1 and moved
+
+    until("the killed trial restarted and training", restarted, study)
+
+    # 2. Ctrl-C during the search: the terminal's SIGINT reaches the whole process group.
+    os.killpg(study.proc.pid, signal.SIGINT)
+    assert study.wait() == 130, study.output()[-3000:]
+    parent = next(r for r in runs(client, "qa_moe_search")
+                  if "mlflow.parentRunId" not in r.data.tags)  # fmt: skip
+    assert f"robustmsa resume --run-id {parent.info.run_id}" in study.output()
+    state = runs(client, "qa_moe_search")
+    assert {r.info.status for r in state} <= {"KILLED", "FINISHED"}
+    assert parent.info.status == "KILLED"
+    for r in state:
+        if r.info.status == "KILLED":
+            assert r.data.tags.get("robustmsa.outcome") == "interrupted", r.data.tags
+    # No later phase: the summary and the test report come after the search.
+    assert "best/val/spectrum_score" not in parent.data.metrics
+    assert "best_config.yaml" not in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    before = {
+        r.info.run_id: len(epochs_logged(client, r)) for r in trial_runs(client, "qa_moe_search")
+    }
+
+    # 3. R2: resumed, then its driver killed while a trial trains.
+    resumed = Study([*script, "--resume"], tmp_path, tracking, "resumed")
+
+    def trained_more():
+        return any(len(epochs_logged(client, r)) > before.get(r.info.run_id, 0)
+                   for r in trial_runs(client, "qa_moe_search"))  # fmt: skip
+
+    until("a resumed trial training", trained_more, resumed)
+    resumed.kill_driver()
+    assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+
+    # 4. Finished by `robustmsa resume`.
+    done = subprocess.run(
+        [sys.executable, "-m", "robustmsa.cli", "resume", "--run-id", parent.info.run_id,
+         "--tracking-uri", tracking],
+        cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    final = runs(client, "qa_moe_search")
+    assert all(r.info.status == "FINISHED" for r in final), [
+        (r.data.tags.get("mlflow.runName"), r.info.status) for r in final
+    ]
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.tags["robustmsa.resumes"] == "2"
+    assert parent.data.tags["robustmsa.outcome"] == "completed"
+    trials = trial_runs(client, "qa_moe_search")
+    ids = [r.data.tags["robustmsa.trial_id"] for r in trials]
+    assert len(ids) == len(set(ids)) == TRIALS  # one run per trial, none duplicated
+    references = [r for r in final if r.data.tags.get("robustmsa.role") == "reference"]
+    assert len(references) == 1
+    for r in [*trials, *references]:
+        assert epochs_logged(client, r) == list(range(1, EPOCHS + 1)), r.data.tags["mlflow.runName"]
+        assert r.data.tags["robustmsa.outcome"] == "completed"
+    survivor = next(r for r in trials if r.data.tags["robustmsa.trial_id"] == trial_id)
+    assert int(survivor.data.tags["robustmsa.restarts"]) >= 2  # the worker, then the resume
+    again = subprocess.run(
+        [sys.executable, "-m", "robustmsa.cli", "reproduce", "--run-id", survivor.info.run_id,
+         "--tracking-uri", tracking],
+        cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "reproduced bit for bit" in again.stdout
+
+
+def test_ctrl_c_during_the_reference_model_starts_nothing_after_it(tracking, tmp_path):
+    """compare_models trains its reference model first: interrupted then, the compared models
+    never start."""
+    client = MlflowClient(tracking)
+    study = Study(
+        ["studies/model_comparison.py", *STUDY_ARGS[:5], "--root", str(tmp_path)],
+        tmp_path, tracking, "comparison",
+    )  # fmt: skip
+
+    def reference_training():
+        for r in runs(client, "model_comparison"):
+            if r.data.tags.get("robustmsa.role") == "reference" and epochs_logged(client, r):
+                return r
+        return None
+
+    until("the reference model training", reference_training, study)
+    os.killpg(study.proc.pid, signal.SIGINT)
+    assert study.wait() == 130, study.output()[-3000:]
+    assert "interrupted by SIGINT during the reference runs" in study.output()
+    state = runs(client, "model_comparison")
+    roles = sorted(r.data.tags.get("robustmsa.role", "parent") for r in state)
+    assert roles == ["parent", "reference"]  # the compared models never started
+    assert all(r.info.status == "KILLED" for r in state)
+    assert all(r.data.tags.get("robustmsa.outcome") == "interrupted" for r in state)
