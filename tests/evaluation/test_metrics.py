@@ -358,3 +358,23 @@ def test_metrics_module_imports_no_heavy_dependencies():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predictions_constant_up_to_rounding_have_zero_correlation():
+    """Every modality absent: a model predicts one value, up to float32 rounding that changes
+    with the batch size; that noise correlates with the labels by chance (0.0158 was seen)."""
+    t = np.linspace(-3, 3, 50)
+    rng = np.random.default_rng(0)
+    noisy = np.float32(0.4137) + rng.normal(0, 3e-7, 50).astype(np.float32)
+    assert np.ptp(noisy) > 0 and abs(np.corrcoef(noisy, t)[0, 1]) > 0
+    assert regression_metrics(noisy, t)["corr"] == 0.0
+    assert sims_metrics(noisy / 4, t / 3)["corr"] == 0.0
+    # A real spread, however small against the labels, is a measurement.
+    assert regression_metrics(t * 1e-3, t)["corr"] == pytest.approx(1.0)
+
+
+def test_degenerate_inputs_follow_one_rule():
+    one = regression_metrics([0.7], [1.0])  # a single sample
+    assert one["corr"] == 0.0 and one["mae"] == pytest.approx(0.3)
+    equal = regression_metrics([0.5, -0.2, 1.0], [2.0, 2.0, 2.0])  # all labels equal
+    assert equal["corr"] == 0.0 and equal["acc2_non0"] == pytest.approx(2 / 3)

@@ -402,3 +402,26 @@ def test_shards_merge_to_the_single_worker_table(valid, points, model, table, wo
         evaluator.table(shares[0])
     with pytest.raises(ValueError, match="shard must be"):
         SpectrumEvaluator(valid, points, seed=SEED, shard=(2, 2))
+
+
+def test_every_modality_absent_gives_the_same_row_at_every_batch_size(valid, points):
+    """QA-MoE with every modality absent predicts one value up to float32 rounding, which
+    changes with the batch size; its correlation is 0.0 at every batch size, not the noise
+    (0.0158 at batch 7 against 0.0 at 64 before the rule of metrics.is_constant)."""
+    spec = MODELS["qa_moe"]
+    torch.manual_seed(0)
+    qa_moe = spec.build(spec.config_cls(), dict(valid.meta.dims)).eval()
+    tables = [
+        SpectrumEvaluator(valid, points, seed=SEED, batch_size=bs).evaluate(qa_moe)
+        for bs in (7, 64)
+    ]
+    _assert_same_rows(*tables)
+    absent = [
+        [
+            r["value"]
+            for r in t
+            if (r["protocol"], r["level"], r["metric"]) == ("missing", 1.0, "corr")
+        ]
+        for t in tables
+    ]
+    assert absent[0] == absent[1] == [0.0]

@@ -127,9 +127,22 @@ def _accuracy(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+# A side whose values span less than this times max(1, max |x|) is constant: the spread of a
+# model's predictions with every modality absent is float rounding (a few float32 ULPs, which
+# change with the batch size), and a correlation of rounding noise is not a measurement.
+CONSTANT_SPREAD = 1e-5
+
+
+def is_constant(x: np.ndarray) -> bool:
+    """Whether ``x`` is constant up to float rounding (`CONSTANT_SPREAD`); one value is."""
+    return float(np.ptp(x)) <= CONSTANT_SPREAD * max(1.0, float(np.max(np.abs(x))))
+
+
 def _pearson(p: np.ndarray, t: np.ndarray) -> float:
-    """Pearson r in float64; 0.0 where either side is constant (MMSA's np.corrcoef gives nan)."""
-    if np.ptp(p) == 0 or np.ptp(t) == 0:
+    """Pearson r in float64; 0.0 where either side is constant up to rounding (`is_constant`;
+    MMSA's np.corrcoef gives nan for exactly constant values and noise for nearly constant
+    ones)."""
+    if is_constant(p) or is_constant(t):
         return 0.0
     r = np.corrcoef(p.astype(np.float64), t.astype(np.float64))[0, 1]
     return float(np.clip(r, -1.0, 1.0))
@@ -152,8 +165,10 @@ def regression_metrics(pred: object, label: object) -> dict[str, float]:
 
     - ``mae``: ``mean|p - t|`` on unclipped values.
     - ``corr``: Pearson correlation of ``p`` and ``t``. Undefined when either side is constant
-      (MMSA's ``np.corrcoef`` returns nan there, including for a single sample); this function
-      returns **0.0** in that case.
+      (MMSA's ``np.corrcoef`` returns nan there, including for a single sample, and noise when
+      predictions differ only by float rounding); this function returns **0.0** when either
+      side is constant up to rounding: its values span at most ``CONSTANT_SPREAD`` (1e-5)
+      times ``max(1, max |x|)`` (`is_constant`). The same rule holds at every batch size.
     - ``acc2_has0`` / ``f1_has0``: accuracy / weighted F1 of ``p >= 0`` vs ``t >= 0`` over all
       samples (a prediction or label of exactly 0 counts as non-negative).
     - ``acc2_non0`` / ``f1_non0``: samples with ``t == 0`` are dropped, then ``p > 0`` vs
