@@ -1,6 +1,6 @@
-"""Fixed per-trial overhead: a zero-epoch trial through a TorchTrainer versus in-process.
+"""Fixed per-trial overhead: a one-epoch trial through a TorchTrainer versus in-process.
 
-Runs two embedded studies of the same zero-epoch trials (tiny synthetic data, one trial at a
+Runs two embedded studies of the same one-epoch trials (tiny synthetic data, one trial at a
 time, so wall time / trials is the per-trial cost), one per backend, in one process and one
 local Ray, and reports the ratio. The default backend (`training.backend: auto`) follows it.
 
@@ -32,7 +32,7 @@ def per_trial_seconds(backend: str, trials: int, root: Path) -> float:
         [
             "data.preset=tiny",
             f"data.cache_dir={root / 'data'}",
-            "training.epochs=0",
+            "training.epochs=1",  # a study trains at least one epoch
             f"training.backend={backend}",
             f"search.num_samples={trials}",
             "study.max_concurrent=1",
@@ -41,7 +41,7 @@ def per_trial_seconds(backend: str, trials: int, root: Path) -> float:
     started = time.perf_counter()
     result = run_study(config, root=root / backend)
     wall = time.perf_counter() - started
-    assert len(result.trials) == trials and all(not t["error"] for t in result.trials)
+    assert len(result.trials) == trials and all(not t.error for t in result.trials)
     return wall / trials
 
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from robustmsa.errors import RobustMSAError
+from robustmsa.errors import ConfigError, RobustMSAError
 from robustmsa.search.interrupt import StudyInterrupted
 
 # A study's --smoke-test: the same config, shrunk to finish in a few minutes on 2 cores (and
@@ -93,12 +93,12 @@ def _resume_target(config, requested: str, root: Path) -> str:
     from mlflow.tracking import MlflowClient
 
     from robustmsa.search.resume import latest_resumable
-    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
+    from robustmsa.tracking.runs import check_tracking_uri, resolve_tracking_uri
 
     if requested != LATEST:
         return requested
     uri = resolve_tracking_uri(config.tracking.uri, root.resolve())
-    check_reachable(uri)
+    check_tracking_uri(uri)
     return latest_resumable(MlflowClient(uri), config.tracking.experiment, config.name)
 
 
@@ -275,11 +275,16 @@ def _evaluate(args) -> None:
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: must be a positive integer, got {args.batch_size}")
+    _check_device(args.device)
     if args.out is not None:
         if args.out.suffix != ".parquet":
             raise ConfigError(f"--out {args.out}: must end in .parquet")
         if not args.out.parent.is_dir():
             raise ConfigError(f"--out {args.out}: directory {args.out.parent} does not exist")
+        if args.out.is_dir():
+            raise ConfigError(f"--out {args.out}: is a folder")
+        if not os.access(args.out.parent, os.W_OK):
+            raise ConfigError(f"--out {args.out}: directory {args.out.parent} is not writable")
     trained = load_logged(MlflowClient(_read_only_store(args.tracking_uri)), args.run_id)
     rows = evaluate_split(
         trained, args.split, args.protocols, batch_size=args.batch_size, device=args.device
@@ -294,6 +299,20 @@ def _evaluate(args) -> None:
             f"{r['metric']:>10} {r['value']:10.4f}"
         )
     print(f"spectrum score ({args.split}): {spectrum_score(rows):.4f}")
+
+
+def _check_device(device: str) -> None:
+    """`ConfigError` naming ``--device`` when torch does not know it or cannot reach it."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {device}: not a torch device ({exc})") from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: only cpu and cuda are supported")
 
 
 def _add_report_command(sub) -> None:
@@ -313,10 +332,10 @@ def _add_report_command(sub) -> None:
 def _read_only_store(configured: str | None) -> str:
     """The tracking URI of a command that only reads runs: checked to answer, and for a
     sqlite store to exist (MLflow would create an empty one and then find no run)."""
-    from robustmsa.tracking.runs import check_reachable, resolve_tracking_uri
+    from robustmsa.tracking.runs import check_tracking_uri, resolve_tracking_uri
 
     uri = resolve_tracking_uri(configured, Path.cwd())
-    check_reachable(uri)
+    check_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         path = Path.cwd() / uri.removeprefix("sqlite:///")  # sqlite:////abs: an absolute path
         if not path.is_file():

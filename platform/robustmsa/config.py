@@ -498,10 +498,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML ({exc})".replace("\n", " ")) from exc
-    if raw is not None and not isinstance(raw, dict):
+    if raw is None:
+        # An empty file would otherwise run the whole default study without a word.
+        raise ConfigError(f"{path}: empty config (a study config names at least its model)")
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     parsed = dict(parse_override(o) for o in overrides or [])
     try:
-        return from_dict(raw or {}, parsed)
+        return from_dict(raw, parsed)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -24,7 +24,7 @@ from robustmsa.tracking.runs import (
     resolve_tracking_uri,
     start_run,
 )
-from robustmsa.tracking.runs import check_reachable as check_reachable_fn
+from robustmsa.tracking.runs import check_tracking_uri as check_tracking_uri_fn
 from robustmsa.tracking.spectrum import log_spectrum
 
 # MLflow's own sqlalchemy store triggers this; it says nothing about robustmsa.
@@ -265,18 +265,18 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_check_reachable_http_closed_port_names_uri():
+def test_check_tracking_uri_http_closed_port_names_uri():
     uri = f"http://127.0.0.1:{_closed_port()}"
     with pytest.raises(RobustMSAError) as info:
-        check_reachable_fn(uri, timeout=2.0)
+        check_tracking_uri_fn(uri, timeout=2.0)
     assert uri in str(info.value)
 
 
 @pytest.mark.parametrize(
-    "uri", ["sqlite:///mlruns.db", "sqlite:////tmp/does/not/exist.db", "file:///tmp/mlruns"]
+    "uri", ["sqlite:///mlruns.db", "sqlite:////tmp/robustmsa-new-store.db", "file:///tmp/mlruns"]
 )
-def test_check_reachable_accepts_non_http(uri):
-    assert check_reachable_fn(uri) is None
+def test_check_tracking_uri_accepts_non_http(uri):
+    assert check_tracking_uri_fn(uri) is None
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -311,15 +311,15 @@ def health_server():
         s.server_close()
 
 
-def test_check_reachable_healthy_server(health_server):
+def test_check_tracking_uri_healthy_server(health_server):
     uri = health_server(200)
-    assert check_reachable_fn(uri + "/", timeout=2.0) is None
+    assert check_tracking_uri_fn(uri + "/", timeout=2.0) is None
 
 
-def test_check_reachable_unhealthy_server(health_server):
+def test_check_tracking_uri_unhealthy_server(health_server):
     uri = health_server(503)
     with pytest.raises(RobustMSAError) as info:
-        check_reachable_fn(uri, timeout=2.0)
+        check_tracking_uri_fn(uri, timeout=2.0)
     assert uri in str(info.value)
 
 
@@ -354,16 +354,16 @@ def non_http_service():
     sock.close()
 
 
-def test_check_reachable_non_http_service_names_uri(non_http_service):
+def test_check_tracking_uri_non_http_service_names_uri(non_http_service):
     with pytest.raises(RobustMSAError) as info:
-        check_reachable_fn(non_http_service, timeout=2.0)
+        check_tracking_uri_fn(non_http_service, timeout=2.0)
     assert non_http_service in str(info.value)
 
 
 @pytest.mark.parametrize("uri", ["http://localhost:abc", "http://[::1"])
-def test_check_reachable_malformed_http_uri_names_uri(uri):
+def test_check_tracking_uri_malformed_http_uri_names_uri(uri):
     with pytest.raises(RobustMSAError) as info:
-        check_reachable_fn(uri, timeout=2.0)
+        check_tracking_uri_fn(uri, timeout=2.0)
     assert uri in str(info.value)
 
 

@@ -24,9 +24,10 @@ from typing import Any
 import yaml
 
 from robustmsa.config import StudyConfig
+from robustmsa.data.parquet import open_dataset
 from robustmsa.data.remote import check_storage, is_uri
 from robustmsa.data.source import dataset_dir
-from robustmsa.errors import RobustMSAError
+from robustmsa.errors import ConfigError, RobustMSAError
 from robustmsa.search.kinds.base import REFERENCE_ROLE, StudyResult, StudySetup, Variant
 from robustmsa.search.kinds.search import SEARCH_METRIC, TRIALS_TABLE
 
@@ -90,6 +91,19 @@ def init_ray(logical_cpus: int = 2) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The study
+
+
+def check_root(root: Path) -> None:
+    """`RobustMSAError` naming ``root`` (``--root``) unless it is, or can be made, a folder
+    this process may write in."""
+    if root.exists() and not root.is_dir():
+        raise RobustMSAError(f"--root {root}: exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RobustMSAError(f"--root {root}: cannot be created ({exc.strerror})") from exc
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise RobustMSAError(f"--root {root}: not writable")
 
 
 def reference_variant(model_name: str, kind_overrides: dict[str, Any]) -> Variant:
@@ -171,7 +185,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
         STUDY_TAG,
-        check_reachable,
+        check_tracking_uri,
         end_dangling_runs,
         ensure_experiment,
         flatten,
@@ -184,6 +198,12 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
 
     started = time.time()
     kind = KINDS[config.study.kind]
+    if config.training.epochs < 1:
+        # Zero epochs validate the initial model once: a trial of nothing, then "a best trial".
+        raise ConfigError(
+            f"training.epochs: a study trains at least 1 epoch, got {config.training.epochs}"
+        )
+    check_root(root)
     # Per-epoch checkpoints with num_to_keep=1 trip a noisy Tune warning on every report.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     uri = resolve_tracking_uri(config.tracking.uri, root)
@@ -197,11 +217,10 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
             "of the other nodes; set MLFLOW_TRACKING_URI (or tracking.uri) to an MLflow server "
             "that every node reaches (cluster/README.md)"
         )
-    check_reachable(uri)
-    client = MlflowClient(uri)
+    check_tracking_uri(uri)
     if resume_run_id:
         # Fails now, before Ray starts, when the run is not this config's interrupted study.
-        check_resumable(client, resume_run_id, config)
+        check_resumable(MlflowClient(uri), resume_run_id, config)
     base = absolutize(config, root)
     check_storage(base["study"]["storage_path"])
     d = base["data"]
@@ -209,6 +228,9 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     data_root = dataset_dir(
         d["source"], path=d["path"], preset=d["preset"], seed=d["seed"], cache_dir=d["cache_dir"]
     )
+    # The whole dataset validated before Ray starts or any run exists (a bad row named by
+    # file, row and field, not behind a trial's traceback); builds this node's frame cache.
+    open_dataset(data_root, frame_cache=Path(d["cache_dir"]) / "frames")
     st = config.study
     in_process = resolve_backend(config) == "in_process"
     plan = trial_resources(config, in_process)
@@ -228,6 +250,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
         f"Study {config.name}: {describe()}{resuming}; up to {max_concurrent} trials at once",
         flush=True,
     )
+    client = MlflowClient(uri)  # a new sqlite store is created here, once the input is good
     local_store = not uri.startswith(("http://", "https://", "databricks"))
     experiment_id = ensure_experiment(
         client, config.tracking.experiment, root / "mlartifacts" if local_store else None

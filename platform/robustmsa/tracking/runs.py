@@ -44,9 +44,32 @@ def resolve_tracking_uri(configured: str | None, root: Path) -> str:
     return f"sqlite:///{(root / 'mlruns.db').resolve()}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any run exists, when an HTTP tracking server does not answer."""
-    if not uri.startswith(("http://", "https://")):
+# MLflow's tracking store schemes (MLflow 3.17), with the http(s) of a tracking server.
+TRACKING_SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql",
+                    "databricks", "databricks-uc", "uc")  # fmt: skip
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any run exists, with one line naming ``uri``: a scheme MLflow has no
+    store for, a sqlite store whose file is not an SQLite database or whose folder does not
+    exist, or an HTTP tracking server that does not answer its ``/health``."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme and scheme.split("+", 1)[0] not in TRACKING_SCHEMES:
+        raise RobustMSAError(
+            f"MLflow tracking URI {uri}: unknown scheme {scheme!r} (known: "
+            f"{', '.join(TRACKING_SCHEMES)})"
+        )
+    if scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        if path is not None and str(path) not in ("", ":memory:"):
+            if path.is_dir() or (path.exists() and not _is_sqlite(path)):
+                raise RobustMSAError(f"MLflow tracking URI {uri}: {path} is not an SQLite database")
+            if not path.exists() and not path.parent.is_dir():
+                raise RobustMSAError(
+                    f"MLflow tracking URI {uri}: folder {path.parent} does not exist"
+                )
+    if scheme not in ("http", "https"):
         return
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
@@ -56,7 +79,18 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         # ValueError / InvalidURL: a malformed URI; HTTPException: not an HTTP server.
         problem = str(getattr(exc, "reason", exc)) or type(exc).__name__
+    # One line, whatever the port's owner answered (another protocol's greeting has newlines).
+    problem = (
+        " ".join(repr(problem)[1:-1].split()) if "\n" in problem or "\r" in problem else problem
+    )
     raise RobustMSAError(f"MLflow tracking URI {uri}: unreachable ({problem})")
+
+
+def _is_sqlite(path: Path) -> bool:
+    """An empty file is one too: sqlite makes a database of it."""
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    return head in (b"", SQLITE_HEADER)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:

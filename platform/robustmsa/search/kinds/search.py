@@ -161,6 +161,51 @@ def check(config: StudyConfig) -> None:
         if isinstance(p.high, str) and p.high not in seen:
             raise ConfigError(f"{where}.high: {p.high!r} is not an earlier searched parameter")
         seen.add(p.name)
+    _check_feasible(config, s.space)
+
+
+FEASIBILITY_DRAWS = 32
+
+
+def _check_feasible(config: StudyConfig, space: list[ParamSpace]) -> None:
+    """`ConfigError` when no point of ``space`` gives a valid config: ``FEASIBILITY_DRAWS``
+    points drawn at random (seeded) all fail the model's own checks (``top_k`` above every
+    possible ``num_experts``, say). Caught here, at load time, it names the keys; caught by
+    the trials, it came after the reference model had trained."""
+    import optuna
+    from optuna.samplers import RandomSampler
+
+    from robustmsa.models import MODELS
+    from robustmsa.search.space import suggest
+
+    spec = MODELS[config.model.name]
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(sampler=RandomSampler(seed=0))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    first = None
+    for _ in range(FEASIBILITY_DRAWS):
+        trial = study.ask()
+        try:
+            suggest(trial, space)
+            # The model's own checks (constraints between its parameters); the other keys
+            # are checked one by one when a trial builds its config.
+            params = dict(config.model.params)
+            for key, value in trial.params.items():
+                if key.startswith("model.params."):
+                    params[key.removeprefix("model.params.")] = value
+            build(spec.config_cls, params, "model.params")
+            return
+        except (ValueError, ConfigError) as exc:  # a bound below the low, a model check
+            first = first or (dict(trial.params), exc)
+    params, exc = first
+    names = ", ".join(p.name for p in space)
+    raise ConfigError(
+        f"search.space: no valid config among {FEASIBILITY_DRAWS} points drawn from it "
+        f"({names}); at {params}: {exc}"
+    )
 
 
 def log_study_summary(client, parent_run_id: str, result: StudyResult) -> None:
