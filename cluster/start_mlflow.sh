@@ -10,7 +10,9 @@
 # keep that port closed to the internet (Ray's default security group / GCP's default firewall
 # only open it inside the cluster's network). MLflow accepts Host headers of localhost and
 # private IPs by default. Environment overrides: MLFLOW_BACKEND_STORE_URI, MLFLOW_PORT,
-# MLFLOW_HOME_DIR (default ~/mlflow: database, log, pid file).
+# MLFLOW_HOME_DIR (default ~/mlflow: database, log, pid file), MLFLOW_APP_NAME=basic-auth
+# (MLflow's user/password authentication; clients then set MLFLOW_TRACKING_USERNAME and
+# MLFLOW_TRACKING_PASSWORD, see README.md "Security").
 set -euo pipefail
 
 artifacts="${1:?usage: start_mlflow.sh ARTIFACTS_URI (s3://... or gs://...)}"
@@ -26,7 +28,10 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
   exit 0
 fi
 
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid nohup mlflow server \
+app=()
+if [ -n "${MLFLOW_APP_NAME:-}" ]; then app=(--app-name "$MLFLOW_APP_NAME"); fi
+
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid nohup mlflow server "${app[@]}" \
   --backend-store-uri "$store" \
   --serve-artifacts --artifacts-destination "$artifacts" \
   --host 0.0.0.0 --port "$port" --workers 2 >>"$log" 2>&1 </dev/null &

@@ -29,6 +29,26 @@ from robustmsa.errors import ConfigError
 # Sections
 
 
+def refuse_credentials(key: str, value: str | None) -> None:
+    """ValueError when the URI ``value`` carries a password (``scheme://user:secret@host``):
+    a config's values are logged as run parameters and artifacts, a password must not be.
+    Credentials come from the environment (``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``, the storage's own)."""
+    if value and "://" in value:
+        from urllib.parse import urlsplit
+
+        try:
+            password = urlsplit(value).password
+        except ValueError:  # a malformed netloc: not this check's business
+            return
+        if password is not None:
+            raise ValueError(
+                f"{key}: holds a password; give credentials through the environment "
+                "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, the storage's own), "
+                "never in the config, whose values are logged"
+            )
+
+
 @dataclass
 class DataConfig:
     """Where the dataset comes from.
@@ -46,6 +66,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source == "parquet" and not self.path:
             raise ValueError("path: required when source is 'parquet'")
+        refuse_credentials("path", self.path)
 
 
 @dataclass
@@ -218,6 +239,7 @@ class StudySection:
     max_failures: int = 2
 
     def __post_init__(self) -> None:
+        refuse_credentials("storage_path", self.storage_path)
         if self.max_failures < 0:
             raise ValueError(f"max_failures: must be >= 0, got {self.max_failures}")
         if self.max_concurrent != "auto" and self.max_concurrent < 1:
@@ -264,6 +286,9 @@ class TrackingConfig:
 
     uri: str | None = None
     experiment: str = "robustmsa"
+
+    def __post_init__(self) -> None:
+        refuse_credentials("uri", self.uri)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,9 @@ STUDY_ARGS = [
     "--set", "training.patience=100",
 ]  # fmt: skip
 SCORE = "val/spectrum_score"
+# Credentials as a user gives them, through the environment (the drill's server has no auth and
+# ignores them): none may appear in a parameter, tag, artifact or log of the study.
+SECRETS = {"MLFLOW_TRACKING_USERNAME": "drill", "MLFLOW_TRACKING_PASSWORD": "pw-4f1c9e-secret"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,7 @@ class Study:
     def __init__(self, args: list[str], root: Path, uri: str, name: str):
         self.log = root / f"{name}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=REPO, env=venv_env(MLFLOW_TRACKING_URI=uri),
+            [sys.executable, *args], cwd=REPO, env=venv_env(MLFLOW_TRACKING_URI=uri, **SECRETS),
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -115,6 +119,20 @@ def runs(client: MlflowClient, experiment: str) -> list:
 def trial_runs(client, experiment: str) -> list:
     return [r for r in runs(client, experiment)
             if r.data.tags.get("mlflow.runName", "").startswith("trial_")]  # fmt: skip
+
+
+def text_artifacts_holding(client, run, secret: str, path: str | None = None) -> list[str]:
+    """The run's text artifacts (YAML, JSON, text) that contain ``secret``."""
+    found = []
+    for item in client.list_artifacts(run.info.run_id, path):
+        if item.is_dir:
+            found += text_artifacts_holding(client, run, secret, item.path)
+        elif item.path.endswith((".yaml", ".json", ".txt", ".log")):
+            with tempfile.TemporaryDirectory() as tmp:
+                text = Path(client.download_artifacts(run.info.run_id, item.path, tmp)).read_text()
+            if secret in text:
+                found.append(item.path)
+    return found
 
 
 def epochs_logged(client, run) -> list[int]:
@@ -180,7 +198,8 @@ def test_a_study_survives_a_lost_worker_ctrl_c_and_a_killed_driver(tracking, tmp
     done = subprocess.run(
         [sys.executable, "-m", "robustmsa.cli", "resume", "--run-id", parent.info.run_id,
          "--tracking-uri", tracking],
-        cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=tmp_path, env=venv_env(**SECRETS), capture_output=True, text=True, timeout=600,
+        check=False,
     )  # fmt: skip
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
@@ -208,6 +227,18 @@ def test_a_study_survives_a_lost_worker_ctrl_c_and_a_killed_driver(tracking, tmp
     )  # fmt: skip
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "reproduced bit for bit" in again.stdout
+
+    # R5: the credentials are nowhere in what the study wrote.
+    secret = SECRETS["MLFLOW_TRACKING_PASSWORD"]
+    logs = [study.output(), resumed.output(), done.stdout, done.stderr]
+    assert not [i for i, text in enumerate(logs) if secret in text]
+    leaks = []
+    for r in final:
+        for name, value in {**r.data.params, **r.data.tags}.items():
+            if secret in value:
+                leaks.append((r.info.run_id, name))
+        leaks += [(r.info.run_id, path) for path in text_artifacts_holding(client, r, secret)]
+    assert leaks == []
 
 
 def test_ctrl_c_during_the_reference_model_starts_nothing_after_it(tracking, tmp_path):
