@@ -451,6 +451,49 @@ def _resume(args) -> int:
     return 0
 
 
+def _add_tracking_command(sub) -> None:
+    tracking = sub.add_parser("tracking", help="the tracking store").add_subparsers(
+        dest="tracking_command", required=True
+    )
+    sync = tracking.add_parser(
+        "sync",
+        help="replay the writes a tracking outage left in a spool",
+        description="Replay, in order, the MLflow writes that studies spooled to local files "
+        "while the tracking server was out of reach (a study replays its own when it ends; "
+        "this is for a spool left behind, e.g. on a worker node). Each spool file is deleted "
+        "once replayed; a failure stops at that write, to be run again later.",
+    )
+    sync.add_argument(
+        "--spool",
+        type=Path,
+        default=Path(".robustmsa") / "spool",
+        help="the spool folder (default: ./.robustmsa/spool, a study's under its --root)",
+    )
+    _add_tracking_uri(sync)
+
+
+def _tracking_sync(args) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.tracking.runs import check_tracking_uri, resolve_tracking_uri
+    from robustmsa.tracking.spool import pending, sync
+
+    if not args.spool.is_dir():
+        raise ConfigError(f"--spool {args.spool}: no such folder")
+    left = pending(args.spool)
+    uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
+    check_tracking_uri(uri)
+    try:
+        replayed = sync(args.spool, MlflowClient(uri))
+    except Exception as exc:
+        raise RobustMSAError(
+            f"{uri}: replaying {args.spool} stopped ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); run it again once it answers"
+        ) from exc
+    print(f"replayed {replayed} writes from {len(left)} spool files of {args.spool} to {uri}")
+    return 0
+
+
 def _add_cluster_command(sub) -> None:
     cluster = sub.add_parser("cluster", help="cluster files").add_subparsers(
         dest="cluster_command", required=True
@@ -494,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_report_command(sub)
     _add_reproduce_command(sub)
     _add_resume_command(sub)
+    _add_tracking_command(sub)
     _add_cluster_command(sub)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -508,6 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args)
         elif args.command == "resume":
             return _resume(args)
+        elif args.command == "tracking":
+            return _tracking_sync(args)
         elif args.command == "cluster":
             return _run_cluster_command(args)
     except RobustMSAError as exc:

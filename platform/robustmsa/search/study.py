@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,6 +92,37 @@ def init_ray(logical_cpus: int = 2) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The study
+
+
+def backfill(spool_dir: Path, uri: str) -> str | None:
+    """Replay the writes spooled under ``spool_dir`` during a tracking outage
+    (`robustmsa.tracking.spool`); what the parent run's ``robustmsa.tracking.delayed`` tag
+    says of them, or None when nothing was spooled. When the server is still out of reach,
+    says how to replay them later (and the study's own last writes are spooled too)."""
+    from mlflow.tracking import MlflowClient
+
+    from robustmsa.tracking.spool import pending, sync
+
+    left = pending(spool_dir)
+    if not left:
+        return None
+    try:
+        replayed = sync(spool_dir, MlflowClient(uri))
+    except Exception as exc:  # still down: leave the spool for `robustmsa tracking sync`
+        print(
+            f"robustmsa: the tracking server {uri} is still out of reach ({type(exc).__name__}); "
+            f"writes held in {spool_dir}: replay them with `robustmsa tracking sync --spool "
+            f"{spool_dir} --tracking-uri {uri}`",
+            file=sys.stderr,
+            flush=True,
+        )
+        return f"writes spooled in {spool_dir}, not yet replayed"
+    message = (
+        f"{replayed} writes from {len(left)} processes were spooled during a tracking outage "
+        f"and replayed at the study's end"
+    )
+    print(f"robustmsa: {message}", flush=True)
+    return message
 
 
 def check_root(root: Path) -> None:
@@ -194,6 +226,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
         set_tags,
         start_run,
     )
+    from robustmsa.tracking.spool import DELAYED_TAG, SPOOL_ENV, SpoolingClient
     from robustmsa.training.trainer import resolve_backend
 
     started = time.time()
@@ -250,7 +283,11 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
         f"Study {config.name}: {describe()}{resuming}; up to {max_concurrent} trials at once",
         flush=True,
     )
-    client = MlflowClient(uri)  # a new sqlite store is created here, once the input is good
+    # A new sqlite store is created here, once the input is good. Writes outliving MLflow's
+    # retries are spooled under the root and backfilled at the end (robustmsa.tracking.spool).
+    spool_dir = root / ".robustmsa" / "spool"
+    os.environ.setdefault(SPOOL_ENV, str(spool_dir))
+    client = SpoolingClient(uri)
     local_store = not uri.startswith(("http://", "https://", "databricks"))
     experiment_id = ensure_experiment(
         client, config.tracking.experiment, root / "mlartifacts" if local_store else None
@@ -344,11 +381,15 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
         # A kind that failed while the reference trains: that experiment ends by itself.
         background.shutdown(wait=True, cancel_futures=True)
         finishing.cancel()  # only what a failing or interrupted study left unawaited
+        # Before judging which runs dangle: what an outage held back reaches the server first.
+        delayed = backfill(Path(os.environ[SPOOL_ENV]), uri)
         ended = {"robustmsa.outcome": outcome} if outcome == INTERRUPTED_OUTCOME else {}
         end_dangling_runs(client, experiment_id, parent, tags=ended)
         tags = {OUTCOME_TAG: outcome or "error"}
         if error:
             tags["robustmsa.error"] = error[:5000]
+        if delayed:
+            tags[DELAYED_TAG] = delayed
         set_tags(client, parent, tags)
         client.set_terminated(parent, status)
         result.wall_s = time.time() - started

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from mlflow.tracking import MlflowClient
 
 from robustmsa.evaluation.logged import CHECKPOINT_ARTIFACTS, TEST_TAG, evaluate_test_once
 from robustmsa.evaluation.report import get_run, report_run
 from robustmsa.search.trial import error_line, one_torch_thread
+from robustmsa.tracking.spool import SpoolingClient
 from robustmsa.training.loop import TIMING_PREFIX
 
 # What each task took, logged where its output goes (benchmarks/study_cost.py adds them up).
@@ -63,7 +63,7 @@ def _oracle_task(
         cache_dir=data["cache_dir"],
     )
     splits = open_dataset(root, frame_cache=Path(data["cache_dir"]) / "frames")
-    client = MlflowClient(tracking_uri)
+    client = SpoolingClient(tracking_uri)
     found = {}
     started = time.perf_counter()
     with one_torch_thread():
@@ -92,7 +92,7 @@ def start_oracle(
     ``{"cpu": c}``); returns its ObjectRef, whose value the study's later tasks take. A
     resumed study whose parent already holds the oracle's rows computes them without logging
     them twice."""
-    logged = ORACLE_TIME in MlflowClient(tracking_uri).get_run(parent_run_id).data.metrics
+    logged = ORACLE_TIME in SpoolingClient(tracking_uri).get_run(parent_run_id).data.metrics
     return _oracle_task.options(num_cpus=resources.get("cpu", 1)).remote(
         tracking_uri, parent_run_id, base["data"], base["spectrum"], log=not logged
     )
@@ -103,7 +103,7 @@ def _present_task(
     tracking_uri: str, run_id: str, oracle: dict[str, list[dict]] | None, device: str
 ) -> None:
     """The selected trial's or the reference's test evaluation (unless done) and figures."""
-    client = MlflowClient(tracking_uri)
+    client = SpoolingClient(tracking_uri)
     started = time.perf_counter()
     with one_torch_thread():
         if TEST_TAG not in get_run(client, run_id).data.tags:

@@ -62,6 +62,7 @@ from robustmsa.tracking.runs import (
     start_run,
 )
 from robustmsa.tracking.spectrum import log_spectrum
+from robustmsa.tracking.spool import SpoolingClient
 from robustmsa.training.checkpoint import (
     BEST_MODEL_FILE,
     CONFIG_FILE,
@@ -101,7 +102,7 @@ def run_trial(sampled: dict[str, Any], ctx: StudyContext) -> None:
         sampled = variant["overrides"]
         tags[ROLE_TAG] = variant["role"]
     config = from_dict(ctx.base, sampled)
-    client = MlflowClient(ctx.tracking_uri)
+    client = SpoolingClient(ctx.tracking_uri)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -278,7 +279,7 @@ def _finish_trial_run_task(
     """`finish_trial_run` in a Ray worker (`TrialRunFinisher`)."""
     with checkpoint_directory(checkpoint) as local, one_torch_thread():
         return finish_trial_run(
-            MlflowClient(tracking_uri),
+            SpoolingClient(tracking_uri),
             run_id,
             Path(local) if local else None,
             reference_rows,
@@ -319,7 +320,7 @@ class FinishingTasks:
         ``robustmsa.error`` tag (unless the task itself already ended it)."""
         pending, self._pending = self._pending, []
         failed = []
-        client = MlflowClient(self.tracking_uri)
+        client = SpoolingClient(self.tracking_uri)
         for trial_id, run_id, task in pending:
             try:
                 ray.get(task)
@@ -449,7 +450,7 @@ class TrialRunFinisher(tune.Callback):
             # `finish_leftovers` when Tune had already finished it).
             return
         self._seen.add(trial.trial_id)
-        client = MlflowClient(self.tracking_uri)
+        client = SpoolingClient(self.tracking_uri)
         ready, reference = self._reference()
         for run in self._runs(client, trial):
             checkpoint = last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path)
@@ -462,7 +463,7 @@ class TrialRunFinisher(tune.Callback):
         if INTERRUPTED.is_set():
             return
         self._seen.add(trial.trial_id)
-        client = MlflowClient(self.tracking_uri)
+        client = SpoolingClient(self.tracking_uri)
         for run in self._runs(client, trial):
             client.set_tag(run.info.run_id, "robustmsa.outcome", "error")
             client.set_terminated(run.info.run_id, "FAILED")
@@ -472,7 +473,7 @@ class TrialRunFinisher(tune.Callback):
         study interrupted (or its driver killed) after a trial completed and before its run
         was finished. ``results``: the experiment's ``ResultGrid`` after a resumed fit, in
         which such trials come back finished and are not run again."""
-        client = MlflowClient(self.tracking_uri)
+        client = SpoolingClient(self.tracking_uri)
         for result in results:
             trial_id = (result.metrics or {}).get("trial_id")
             if result.error or trial_id is None or trial_id in self._seen:

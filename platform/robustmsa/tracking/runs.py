@@ -203,9 +203,11 @@ class MlflowEpochSink:
         self.skip_through = skip_through
 
     def __call__(self, metrics: dict, step: int) -> None:
+        from robustmsa.tracking.spool import SpoolingClient
+
         if step <= self.skip_through:
             return
-        client = MlflowClient(self.tracking_uri)
+        client = SpoolingClient(self.tracking_uri)
         log_metrics(client, self.run_id, ((k, v, step) for k, v in metrics.items()))
 
 
