@@ -39,6 +39,7 @@ class Case:
     argv: Callable[[Ctx], list[str]]
     expect: str
     study: bool = True
+    env: Callable[[Ctx], dict[str, str]] | None = None  # the environment it runs in
 
 
 @dataclasses.dataclass
@@ -235,6 +236,53 @@ CASES = [
         lambda c: [*SMOKE, "--resume", c.foreign_run, "--set", f"tracking.uri={c.store}"],
         "not found",
     ),
+    Case(
+        "unreachable tracking server from the environment",
+        lambda c: SMOKE,
+        "MLflow tracking URI http://127.0.0.1:9: unreachable",
+        env=lambda c: {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    ),
+    Case(
+        "a job on a cluster without a tracking server",
+        lambda c: SMOKE,
+        "MLFLOW_TRACKING_URI is not set: on the Ray cluster at http://127.0.0.1:9",
+        env=lambda c: {"RAY_ADDRESS": "http://127.0.0.1:9"},
+    ),
+    Case(
+        "storage on a filesystem pyarrow does not know",
+        lambda c: ["--set", "study.storage_path=nope://bucket/results"],
+        "study.storage_path: nope://bucket/results: no usable pyarrow filesystem",
+    ),
+    Case(
+        "data on a filesystem pyarrow does not know",
+        lambda c: ["--set", "data.source=parquet", "--set", "data.path=nope://bucket/mosi"],
+        "data.path: nope://bucket/mosi: no usable pyarrow filesystem for scheme 'nope'",
+    ),
+    Case(
+        "GPUs per trial without GPU training",
+        lambda c: ["--set", "study.gpus_per_trial=0.5"],
+        "study.gpus_per_trial: 0.5 GPUs per trial needs training.use_gpu: true",
+    ),
+    Case(
+        "a GPU and a half per trial",
+        lambda c: ["--set", "training.use_gpu=true", "--set", "study.gpus_per_trial=1.5"],
+        "study.gpus_per_trial: must be a fraction in [0, 1] or a whole number, got 1.5",
+    ),
+    Case(
+        "concurrency that is not a number",
+        lambda c: ["--set", "study.max_concurrent=many"],
+        "study.max_concurrent: expected int or 'auto', got 'many'",
+    ),
+    Case(
+        "a learning rate that is not a number",
+        lambda c: ["--set", "training.lr=fast"],
+        "training.lr: expected float, got 'fast'",
+    ),
+    Case(
+        "a password in the tracking URI",
+        lambda c: ["--set", "tracking.uri=http://alice:s3cret@127.0.0.1:9"],
+        "tracking.uri: holds a password",
+    ),
     # --- the robustmsa command
     Case(
         "evaluate a run of another store",
@@ -407,9 +455,11 @@ def runs_in(store: str) -> int:
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_bad_input_is_refused_by_name(case: Case, ctx: Ctx, capsys):
+def test_bad_input_is_refused_by_name(case: Case, ctx: Ctx, capsys, monkeypatch):
     (ctx.out.parent).mkdir()
     argv = case.argv(ctx)
+    for key, value in (case.env(ctx) if case.env else {}).items():
+        monkeypatch.setenv(key, value)
     try:
         if case.study:
             root = [] if "--root" in argv else ["--root", str(ctx.tmp / "root")]
