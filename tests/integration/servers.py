@@ -92,14 +92,18 @@ def serving(
 
 @contextmanager
 def mlflow_server(
-    workdir: Path, backend_store_uri: str | None = None, artifacts: Path | None = None
+    workdir: Path,
+    backend_store_uri: str | None = None,
+    artifacts: Path | None = None,
+    port: int | None = None,
 ):
     """An MLflow server on 127.0.0.1 with a sqlite store; yields its URI.
 
     A new store in ``workdir`` by default; ``backend_store_uri`` and ``artifacts`` (its
-    ``--artifacts-destination``) serve an existing one, e.g. an embedded study's."""
-    port = free_port()
-    log = workdir / "mlflow-server.log"
+    ``--artifacts-destination``) serve an existing one, e.g. an embedded study's. ``port``:
+    a given one (a server restarted where its clients expect it), else a free one."""
+    port = port or free_port()
+    log = workdir / f"mlflow-server-{time.time_ns()}.log"
     cmd = [
         str(VENV_BIN / "mlflow"), "server",
         "--backend-store-uri", backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}",
