@@ -37,7 +37,7 @@ from mlflow.tracking import MlflowClient
 from paths import REPO
 from servers import free_port, mlflow_server, venv_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 EPOCHS = 8
 TRIALS = 2

@@ -23,6 +23,7 @@ from robustmsa.tracking.runs import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, ru
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.browser,
     # MLflow's own sqlalchemy store triggers this; it says nothing about robustmsa.
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
 ]
