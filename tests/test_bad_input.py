@@ -89,6 +89,8 @@ def spoil(ctx: Ctx, how: str) -> Ctx:
         rewrite_train(ctx, lambda t: set_label(t, 99.0))
     elif how == "label nan":
         rewrite_train(ctx, lambda t: set_label(t, float("nan")))
+    elif how == "changed under its digest":  # a valid label, another value: same metadata
+        rewrite_train(ctx, lambda t: set_label(t, float(t.column("label")[3].as_py()) / 2 + 0.01))
     return ctx
 
 
@@ -103,6 +105,11 @@ CASES = [
     data_case("dataset without a split", "missing split", "test.parquet: split file not found"),
     data_case("label out of range", "label out of range", "train.parquet: row 3"),
     data_case("label not finite", "label nan", "train.parquet: row 3"),
+    data_case(
+        "content changed under its digest",
+        "changed under its digest",
+        "train.parquet: content differs from the digest",
+    ),
     Case(
         "data.path not a folder",
         lambda c: [

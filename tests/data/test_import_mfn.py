@@ -264,6 +264,13 @@ def _label_out_of_range(root: Path) -> tuple[str, ...]:
     return ("y_train.h5", "row 2 (id 'train-00002')", "outside the label range [1.0, 5.0]")
 
 
+def _step_mismatch(root: Path) -> tuple[str, ...]:
+    x = h5py.File(root / "audio_train.h5", "r")["d1"][()]
+    (root / "audio_train.h5").unlink()
+    write_h5(root / "audio_train.h5", x[:, 1:])  # one step fewer than the other modalities
+    return ("split 'train': step counts disagree", f"audio_train.h5 has {T - 1}")
+
+
 def _both_video_and_vision(root: Path) -> tuple[str, ...]:
     write_h5(root / "vision_train.h5", np.ones((N["train"], T, D["vision"])))
     return ("both video_train.h5 and vision_train.h5 exist",)
@@ -282,6 +289,7 @@ def _both_video_and_vision(root: Path) -> tuple[str, ...]:
         (_non_finite_label, {}),
         (_label_out_of_range, {"label_range": (1.0, 5.0)}),
         (_both_video_and_vision, {}),
+        (_step_mismatch, {}),
     ],
     ids=lambda v: v.__name__.strip("_") if callable(v) else "",
 )
@@ -342,3 +350,17 @@ def test_real_ict_mmmo(tmp_path):
         lengths = {m: b.masks[m].sum(1) for m in MODALITIES if b.present[m].any()}
         reference = lengths["audio"]
         assert all(torch.equal(v, reference) for v in lengths.values()), split
+
+
+def test_a_modality_non_finite_throughout_is_absent_not_present_zeros(tmp_path):
+    root = tmp_path / "mini"
+    make_mfn(root)
+    x = h5py.File(root / "audio_train.h5", "r")["d1"][()]
+    x[2] = np.nan  # sample 2 of train: its audio says nothing
+    (root / "audio_train.h5").unlink()
+    write_h5(root / "audio_train.h5", x)
+    summary = run(root, tmp_path / "out")
+    table = pq.read_table(tmp_path / "out" / "train.parquet")
+    assert table.column("audio_present").to_pylist()[2] is False
+    assert table.column("audio_length").to_pylist()[2] == 0
+    assert summary.all_zero["train"]["audio"] >= 1

@@ -396,10 +396,13 @@ READ_CASES: dict[str, tuple[str, Callable, list[str]]] = {
         _set_id(3, "train-1"),
         ["row 3 (id 'train-1')", "field 'id'", "duplicate id 'train-1' (also at row 1)"],
     ),
+    # Any edit of a file after it was written is caught by its content digest first
+    # (robustmsa.data.content_digest); the cross-split check stands for datasets without one
+    # (test_duplicate_id_across_splits_without_content_digests).
     "duplicate id across splits": (
         "valid",
         _set_id(2, "train-1"),
-        ["row 2 (id 'train-1')", "field 'id'", "across splits", "train.parquet"],
+        ["content differs from the digest"],
     ),
     "empty id": ("test", _set_id(0, ""), ["row 0", "field 'id'", "empty id"]),
     "empty split": ("valid", lambda t: t.slice(0, 0), ["empty split"]),
@@ -478,6 +481,29 @@ def test_read_refuses_corrupt_files(tmp_path, good_root, case):
         assert fragment in msg, (fragment, msg)
 
 
+def test_duplicate_id_across_splits_without_content_digests(tmp_path, good_root):
+    """A dataset from a writer that records no content digests (or from before them): the
+    reader's own cross-split check names the duplicate."""
+    root = tmp_path / "ds"
+    shutil.copytree(good_root, root)
+
+    def drop_digests(meta: dict) -> None:
+        meta["content_digests"] = {}
+
+    for split in ("train", "valid", "test"):
+        path = root / f"{split}.parquet"
+        table = _with_meta(drop_digests)(pq.read_table(path))
+        if split == "valid":
+            table = _set_id(2, "train-1")(table)
+        pq.write_table(table, path)
+    with pytest.raises(DataError) as info:
+        open_dataset(root)
+    msg = str(info.value)
+    assert msg.startswith(f"{root / 'valid.parquet'}: "), msg
+    for fragment in ["row 2 (id 'train-1')", "field 'id'", "across splits", "train.parquet"]:
+        assert fragment in msg, (fragment, msg)
+
+
 def test_read_message_format(tmp_path, good_root):
     path = tmp_path / "valid.parquet"
     table = _feature("vision", 1, 4, 0, np.nan)(pq.read_table(good_root / "valid.parquet"))
@@ -507,3 +533,26 @@ def test_good_splits_are_not_modified_by_validation(tmp_path):
         for m in MODALITIES:
             for a, b in zip(splits[name].frames[m], before[name].frames[m], strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("digests", [True, False], ids=["recorded", "none recorded"])
+def test_an_edited_frame_is_caught_by_the_split_content_digest(tmp_path, good_root, digests):
+    """A finite, in-range change to one feature value passes every other check: only the
+    content digest the writer recorded tells the file was changed. A dataset that recorded
+    none is read as it is."""
+    root = tmp_path / "ds"
+    shutil.copytree(good_root, root)
+    path = root / "train.parquet"
+    table = _feature("audio", 1, 0, 0, 0.123)(pq.read_table(path))
+    if not digests:
+        for split in SPLITS:
+            other = root / f"{split}.parquet"
+            source = table if split == "train" else pq.read_table(other)
+            pq.write_table(_with_meta(lambda m: m.update(content_digests={}))(source), other)
+    else:
+        pq.write_table(table, path)
+    if digests:
+        with pytest.raises(DataError, match=rf"^{path}: content differs from the digest"):
+            open_dataset(root)
+    else:
+        assert len(open_dataset(root)["train"]) == 4

@@ -24,10 +24,18 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def store_client(tmp_path_factory):
+    """One sqlite store for the module (creating one takes seconds); a fresh run per test."""
+    where = tmp_path_factory.mktemp("spool-store")
+    client = MlflowClient(f"sqlite:///{where / 'mlruns.db'}")
+    experiment = client.create_experiment("e", artifact_location=(where / "art").as_uri())
+    return client, experiment
+
+
 @pytest.fixture
-def store(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    experiment = client.create_experiment("e", artifact_location=(tmp_path / "art").as_uri())
+def store(store_client):
+    client, experiment = store_client
     return client, client.create_run(experiment).info.run_id
 
 

@@ -21,11 +21,14 @@ def results(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in h.items() if not k.startswith(TIMING_PREFIX)} for h in history]
 
 
-def stopped_then_resumed(config, tmp_path, stop_after: int):
-    """The uninterrupted run's reporter, and the reports of a run that stopped after epoch
-    ``stop_after`` (its checkpoint kept) then continued from that checkpoint."""
-    whole = LocalReporter(checkpoint_root=tmp_path / "whole")
-    outcome = run_training(config, whole)
+def stopped_then_resumed(config, tmp_path, stop_after: int, whole=None):
+    """The uninterrupted run's outcome and reporter (``whole``: those of an earlier call, not
+    trained again), and the reports of a run that stopped after epoch ``stop_after`` (its
+    checkpoint kept) then continued from that checkpoint."""
+    if whole is None:
+        reporter = LocalReporter(checkpoint_root=tmp_path / "whole")
+        whole = (run_training(config, reporter), reporter)
+    outcome, whole = whole
     first = LocalReporter(checkpoint_root=tmp_path / "first")
 
     class StopAfter(LocalReporter):
@@ -90,9 +93,13 @@ def test_resume_across_training_stages(tiny_dataset, tmp_path):
             "spectrum": {"p_drop": 0.5, "protocols": ["clean", "missing@all"]},
         }
     )
+    uninterrupted = None
     for stop_after in (1, 2):
         where = tmp_path / f"stop{stop_after}"
-        _, whole, first, _, rest = stopped_then_resumed(config, where, stop_after)
+        outcome, whole, first, _, rest = stopped_then_resumed(
+            config, where, stop_after, uninterrupted
+        )
+        uninterrupted = (outcome, whole)
         assert results(first.history + rest.history) == results(whole.history), stop_after
 
 

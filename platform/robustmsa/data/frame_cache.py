@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.schema import DatasetMeta
 from robustmsa.data.validate import validate_frames
+from robustmsa.errors import DataError
 
 CACHE_VERSION = 1
 CHUNK_ROWS = 512
@@ -177,7 +178,11 @@ def _build(
     ids: list[str],
     chunk_rows: int,
     bar: ProgressBar,
+    digest=None,
 ) -> None:
+    """Stream every frame of ``path`` into the cache at ``tmp``, validated and standardised;
+    ``digest``: a sha256 object that every raw frame is fed to, in row order per modality
+    (`robustmsa.data.content_digest`)."""
     parquet = pq.ParquetFile(path, memory_map=True)
     for m in MODALITIES:
         d = meta.dims[m]
@@ -193,6 +198,8 @@ def _build(
             validate_frames(path, m, col, lengths[m][row0:r1], present[m][row0:r1], meta, ids, row0)
             first, last = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
             x = col.values.flatten().to_numpy()[first * d : last * d].reshape(-1, d)
+            if digest is not None:
+                digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
             standardise(x, mean, std, values[offsets[row0] : offsets[r1]])
             row0 = r1
             bar.update()
@@ -228,6 +235,7 @@ def load_frames(
     root: Path,
     chunk_rows: int | None = None,
     progress: bool | None = None,
+    content=None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per modality ``(values (F + 1, d) mapped read-only, offsets (N + 1,))`` of the split
     file ``path``, building (and validating) the cache first when it is absent or stale.
@@ -235,7 +243,9 @@ def load_frames(
     ``lengths``/``present`` are the split's validated ``m_length``/``m_present`` columns and
     ``ids`` its ids (they name rows in error messages); ``chunk_rows`` rows are streamed at a
     time (default `CHUNK_ROWS`). ``progress``: a bar over the chunks of a build (`progress_bar`;
-    None: only on a terminal).
+    None: only on a terminal). ``content``: ``(sha256 fed with the split's rows, the content
+    digest recorded for it)``: a build feeds it the frames and refuses a file whose content
+    differs (`DataError`, nothing cached); None: no check.
     """
     identity = _identity(path, meta)
     target = cache_dir_for(path, root)
@@ -256,8 +266,14 @@ def load_frames(
         chunks = len(MODALITIES) * -(-len(ids) // chunk_rows)
         desc = f"frame cache {path.parent.name}/{path.stem}"
         try:
+            digest, expected = content if content is not None else (None, None)
             with progress_bar(chunks, desc, progress, unit="chunk") as bar:
-                _build(path, tmp, meta, lengths, present, ids, chunk_rows, bar)
+                _build(path, tmp, meta, lengths, present, ids, chunk_rows, bar, digest)
+            if digest is not None and digest.hexdigest()[:16] != expected:
+                raise DataError(
+                    f"{path}: content differs from the digest {expected!r} recorded when the "
+                    "dataset was written (the file was changed since); write the dataset anew"
+                )
             (tmp / "manifest.json").write_text(json.dumps(identity))
             if target.exists():  # stale: move it aside (a directory rename cannot replace it)
                 stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.stale.", dir=root))

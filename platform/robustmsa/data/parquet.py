@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from robustmsa.data.batch import MODALITIES, Batch
+from robustmsa.data.content_digest import rows_digest, split_digest
 from robustmsa.data.frame_cache import frame_cache_root, load_frames, standardise
 from robustmsa.data.schema import (
     OPTIONAL_COLUMNS,
@@ -140,6 +141,7 @@ def write_dataset(out_dir: str | Path, splits: dict[str, SplitArrays], meta: Dat
     validate_splits(out, splits, meta)
     meta.optional_columns = splits["train"].optional_columns()
     meta.digest = _digest(splits)
+    meta.content_digests = {name: split_digest(name, splits[name]) for name in SPLITS}
     meta.feature_mean, meta.feature_std = _train_stats(splits["train"], meta.dims)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -249,6 +251,7 @@ class ParquetSplit:
             for m in MODALITIES
         }
         self._present = {m: torch.from_numpy(present[m].copy()) for m in MODALITIES}
+        content = self._content_check(rows, lengths, present)
         try:
             mapped = load_frames(
                 self.path,
@@ -257,6 +260,7 @@ class ParquetSplit:
                 present,
                 self.ids,
                 frame_cache_root(frame_cache),
+                content=content,
             )
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"{self.path}: frames unreadable ({exc})") from exc
@@ -264,6 +268,24 @@ class ParquetSplit:
         self.text_ids: FrameStore | None = None
         if "text_ids" in rows.column_names:
             self.text_ids = token_store(rows.column("text_ids").combine_chunks())
+
+    def _content_check(self, rows: pa.Table, lengths: dict, present: dict):
+        """``(sha256 fed with the rows, the digest recorded for this split)`` for the frame
+        cache's build to finish and compare (`robustmsa.data.content_digest`); None when the
+        dataset recorded none (written before content digests existed)."""
+        split = self.path.stem
+        expected = self.meta.content_digests.get(split)
+        if expected is None:
+            return None
+        text = None
+        if "text_ids" in rows.column_names:
+            col = rows.column("text_ids").combine_chunks()
+            counts = np.diff(col.offsets.to_numpy()).astype(np.int64)
+            start, stop = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
+            text = (counts, col.values.to_numpy()[start:stop])
+        raw_text = rows.column("raw_text").to_pylist() if "raw_text" in rows.column_names else None
+        labels = rows.column("label").to_numpy()
+        return rows_digest(split, self.ids, labels, present, lengths, text, raw_text), expected
 
     def __len__(self) -> int:
         return len(self.ids)

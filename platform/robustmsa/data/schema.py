@@ -11,8 +11,8 @@ One row per sample:
   ids, e.g. BERT ids with ``[CLS]``/``[SEP]``) and ``raw_text`` (string).
 
 Dataset-level metadata sits in the Parquet schema metadata under the key ``robustmsa`` as JSON:
-name, feature dims, label range, source, content digest and the train-split per-feature mean
-and std used to standardise features.
+name, feature dims, label range, source, the dataset's digest and each split's content digest,
+and the train-split per-feature mean and std used to standardise features.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class DatasetMeta:
     feature_mean: dict[str, list[float]] = field(default_factory=dict)
     feature_std: dict[str, list[float]] = field(default_factory=dict)
     optional_columns: list[str] = field(default_factory=list)
+    # Per split, the digest of its content (`robustmsa.data.content_digest`), checked by the
+    # reader; empty for a dataset written before they existed.
+    content_digests: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

@@ -25,14 +25,16 @@ Rules (decided here; the source format does not say):
   kept as data (the real files hold zero frames inside a sequence, e.g. words with no face
   detected in the video, which a per-modality rule would mistake for padding and so shift the
   video against the words).
-- **All-zero samples**: a sample whose frames of a modality are *all* zero has no data for it:
-  that modality is made absent for the sample (``present = false``, zero frames), counted per
-  split and modality in ``MFNImportSummary.all_zero`` and noted in the summary.
+- **Samples without data**: a sample whose frames of a modality hold no finite non-zero value
+  (all zero, or non-finite throughout) has no data for it: that modality is made absent for
+  the sample (``present = false``, zero frames; never present zeros), counted per split and
+  modality in ``MFNImportSummary.all_zero`` and noted in the summary.
 - **Values**: cast float64 -> float32; every non-finite value of a kept frame (NaN, +-inf, and
   float64 values beyond the float32 range) is set to 0 and counted in ``sanitized``. Padding
   frames hold only zeros, so every non-finite value of a file is counted.
-- **Consistency**: all files of a split have the same sample count; a modality has the same
-  feature dim in every split; labels have the same number of columns in every split.
+- **Consistency**: all files of a split have the same sample count and, the modalities being
+  aligned step by step, the same number of steps; a modality has the same feature dim in
+  every split; labels have the same number of columns in every split.
 - **Ids**: the files carry none, so sample ``i`` of split ``s`` is ``f"{s}-{i:05d}"``.
 - **Label range**: ``label_range`` when given (labels outside it are refused), else
   ``(floor(min), ceil(max))`` over all splits (``(lo, lo + 1)`` if that is empty).
@@ -215,7 +217,7 @@ def _frames(raw: np.ndarray, first: np.ndarray) -> tuple[list[np.ndarray], np.nd
     frame is not all zero); the number of non-finite values set to 0; the number of all-zero
     samples."""
     n = raw.shape[0]
-    has_data = (raw != 0).any(axis=(1, 2))
+    has_data = ((raw != 0) & np.isfinite(raw)).any(axis=(1, 2))
     with np.errstate(over="ignore", invalid="ignore"):
         x = raw.astype(np.float32)
     bad = ~np.isfinite(x)
@@ -230,6 +232,13 @@ def _check_counts(src: Path, split: str, probes: dict[str, _Probe]) -> int:
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{f} has {c}" for f, c in counts.items())
         raise DataError(f"{src}: split {split!r}: sample counts disagree: {listed}")
+    steps = {p.path.name: p.shape[1] for m, p in probes.items() if m != "label"}
+    if len(set(steps.values())) > 1:
+        listed = ", ".join(f"{f} has {t}" for f, t in steps.items())
+        raise DataError(
+            f"{src}: split {split!r}: step counts disagree: {listed} (MFN's modalities are "
+            "aligned step by step)"
+        )
     n = next(iter(counts.values()))
     if n == 0:
         raise DataError(f"{probes['label'].path}: split {split!r} has no samples")
