@@ -165,7 +165,7 @@ def epochs_logged(client, run) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run.info.run_id, SCORE))
 
 
-def test_a_study_survives_a_lost_worker_ctrl_c_and_a_killed_driver(tracking, tmp_path):
+def test_a_study_survives_a_lost_worker_ctrl_c_and_a_killed_driver(server, tracking, tmp_path):
     client = MlflowClient(tracking)
     script = ["studies/qa_moe_search.py", *STUDY_ARGS, "--root", str(tmp_path)]
 

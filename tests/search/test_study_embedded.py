@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -194,45 +197,67 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     assert digests == {i.dataset.digest for r in first_runs for i in r.inputs.dataset_inputs}
 
 
-def _break_train_split(tmp_path):
-    """Fault injection: the tiny dataset where the study will look for it, with a train split
-    whose data pages are overwritten while its footer stays intact, so the driver's
-    footer-level checks pass and the trial's reader fails."""
-    from robustmsa.data.synthetic import generate
+def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
+    """Fault injection: a thread that waits for the first child run of the study in ``root``
+    for which ``wanted(run)`` holds, then SIGKILLs the process training it (its
+    ``robustmsa.process`` tag), by PID. The study's data passes every check of its set-up: the
+    fault happens inside the trial, where only the trial's own failure handling sees it."""
 
-    source = generate("tiny", tmp_path / "src", seed=0)
-    broken = tmp_path / "data" / "synthetic-tiny-seed0"
-    shutil.copytree(source, broken)
-    raw = bytearray((broken / "train.parquet").read_bytes())
-    raw[8 : len(raw) // 2] = bytes(len(raw) // 2 - 8)
-    (broken / "train.parquet").write_bytes(bytes(raw))
+    def watch() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                _, runs = runs_of(root)
+            except Exception:  # the store or the experiment does not exist yet
+                runs = []
+            for run in runs:
+                process = run.data.tags.get("robustmsa.process")
+                if process and run.info.status == "RUNNING" and wanted(run):
+                    os.kill(int(process.rpartition(":")[2]), signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+# Trials long enough (a few seconds) for the fault to land inside them; no restart.
+LONG_TRIALS = {"training.epochs": 20, "training.batch_size": 4, "study.max_failures": 0}
 
 
 def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray):
-    _break_train_split(tmp_path)
-    config = smoke_config(tmp_path, **{"study.reference_model": "late_fusion"})
-    with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: .*train"):
+    config = smoke_config(
+        tmp_path, **{"study.reference_model": "late_fusion", "search.num_samples": 1}, **LONG_TRIALS
+    )
+    killer = kill_when_it_trains(tmp_path, lambda r: r.data.tags.get(ROLE_TAG) == "reference")
+    with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: "):
         run_study(config, root=tmp_path)
+    killer.join(timeout=10)
     _, runs = runs_of(tmp_path)
-    # The reference trains beside the search (whose trials fail on the same data): the study
-    # names the reference's failure, and no run is left RUNNING.
+    # The reference trains beside the search: the study names the reference's failure, ends
+    # its parent FAILED with that error, and leaves no run RUNNING.
     (reference,) = [r for r in runs if r.data.tags.get(ROLE_TAG) == "reference"]
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert reference.info.status == parent.info.status == "FAILED"
-    assert "train.parquet" in reference.data.tags["robustmsa.error"]
-    assert all(r.info.status in ("FAILED", "KILLED") for r in runs)
+    assert reference.data.tags["robustmsa.outcome"] == "error"
+    assert "reference: variants failed" in parent.data.tags["robustmsa.error"]
+    assert all(r.info.status in ("FAILED", "KILLED", "FINISHED") for r in runs)
 
 
 def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):
-    _break_train_split(tmp_path)
-    config = smoke_config(tmp_path, **{"search.num_samples": 1})
+    config = smoke_config(tmp_path, **{"search.num_samples": 1}, **LONG_TRIALS)
+    killer = kill_when_it_trains(tmp_path, lambda r: True)
     with pytest.raises(RobustMSAError, match="no trial finished"):
         run_study(config, root=tmp_path)
+    killer.join(timeout=10)
     _, runs = runs_of(tmp_path)
     assert len(runs) == 2
     assert all(r.info.status == "FAILED" for r in runs)
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
-    assert "train.parquet" in child.data.tags["robustmsa.error"]
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert child.data.tags["robustmsa.outcome"] == "error"
+    assert "no trial finished" in parent.data.tags["robustmsa.error"]
 
 
 def test_a_multi_objective_search_logs_its_pareto_front(tmp_path, local_ray):
