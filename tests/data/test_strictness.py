@@ -556,3 +556,12 @@ def test_an_edited_frame_is_caught_by_the_split_content_digest(tmp_path, good_ro
             open_dataset(root)
     else:
         assert len(open_dataset(root)["train"]) == 4
+
+
+def test_the_digest_of_a_written_table_is_the_one_recorded(good_root):
+    from robustmsa.data.content_digest import table_digest
+
+    meta = json.loads(pq.read_schema(good_root / "train.parquet").metadata[METADATA_KEY])
+    for split in SPLITS:
+        table = pq.read_table(good_root / f"{split}.parquet")
+        assert table_digest(split, table) == meta["content_digests"][split]

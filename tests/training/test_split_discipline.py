@@ -8,6 +8,7 @@ then evaluated once per run, by `evaluate_test_once`, which refuses a second eva
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -16,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from robustmsa.data.content_digest import table_digest
+from robustmsa.data.schema import METADATA_KEY
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG, evaluate_split, evaluate_test_once
 from robustmsa.evaluation.logged import load_checkpoint as load_trained
@@ -24,7 +27,9 @@ from tiny_training import tiny_config, train
 
 
 def _scramble_test_split(root):
-    """Other labels and features in ``root/test.parquet``; schema and metadata kept."""
+    """Other labels and features in ``root/test.parquet``; schema and metadata kept, but for
+    the test split's content digest, which the new content gets in every split's metadata (as
+    a writer would record it: the reader refuses content that differs from it)."""
     path = root / "test.parquet"
     table = pq.read_table(path)
     rng = np.random.default_rng(123)
@@ -42,7 +47,13 @@ def _scramble_test_split(root):
         table.schema.field("text"),
         pa.ListArray.from_arrays(col.offsets, frames),
     )
-    pq.write_table(table, path)
+    content = table_digest("test", table)
+    for split in ("train", "valid", "test"):
+        target = root / f"{split}.parquet"
+        source = table if split == "test" else pq.read_table(target)
+        meta = json.loads(source.schema.metadata[METADATA_KEY])
+        meta["content_digests"]["test"] = content
+        pq.write_table(source.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), target)
 
 
 def test_the_test_split_cannot_change_training_or_selection(tiny_dataset, tmp_path):

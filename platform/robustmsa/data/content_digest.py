@@ -70,3 +70,30 @@ def split_digest(split: str, arrays) -> str:
         for x in arrays.frames[m]:
             h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
+
+
+def table_digest(split: str, table) -> str:
+    """The content digest of the Arrow ``table`` of split ``split`` (a whole split in memory):
+    what a writer records for it, the same value as `split_digest` of the arrays it holds."""
+    columns = table.column_names
+    present = {
+        m: np.asarray(table.column(f"{m}_present").to_numpy(zero_copy_only=False), bool)
+        for m in MODALITIES
+    }
+    lengths = {m: table.column(f"{m}_length").to_numpy() for m in MODALITIES}
+    text = None
+    if "text_ids" in columns:
+        col = table.column("text_ids").combine_chunks()
+        start, stop = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
+        text = (np.diff(col.offsets.to_numpy()), col.values.to_numpy()[start:stop])
+    raw_text = table.column("raw_text").to_pylist() if "raw_text" in columns else None
+    ids = table.column("id").to_pylist()
+    labels = table.column("label").to_numpy()
+    h = rows_digest(split, ids, labels, present, lengths, text, raw_text)
+    for m in MODALITIES:
+        col = table.column(m).combine_chunks()
+        start, stop = col.offsets[0].as_py(), col.offsets[len(col)].as_py()
+        d = col.type.value_type.list_size
+        h.update(np.ascontiguousarray(col.values.flatten().to_numpy()[start * d : stop * d],
+                                      dtype=np.float32).tobytes())  # fmt: skip
+    return h.hexdigest()[:16]
