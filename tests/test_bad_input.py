@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import resource
 import shutil
 import socket
 import threading
@@ -40,6 +41,7 @@ class Case:
     expect: str
     study: bool = True
     env: Callable[[Ctx], dict[str, str]] | None = None  # the environment it runs in
+    file_size_limit: int | None = None  # RLIMIT_FSIZE while it runs: a quota on every file
 
 
 @dataclasses.dataclass
@@ -105,6 +107,12 @@ CASES = [
     data_case("dataset without a split", "missing split", "test.parquet: split file not found"),
     data_case("label out of range", "label out of range", "train.parquet: row 3"),
     data_case("label not finite", "label nan", "train.parquet: row 3"),
+    Case(
+        "no room for the frame cache",
+        lambda c: [*SMOKE, *parquet_data(c)],
+        "no room for the frame cache of",
+        file_size_limit=32 * 1024,
+    ),
     data_case(
         "content changed under its digest",
         "changed under its digest",
@@ -467,6 +475,9 @@ def test_bad_input_is_refused_by_name(case: Case, ctx: Ctx, capsys, monkeypatch)
     argv = case.argv(ctx)
     for key, value in (case.env(ctx) if case.env else {}).items():
         monkeypatch.setenv(key, value)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if case.file_size_limit:  # CPython ignores SIGXFSZ: a write past it fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (case.file_size_limit, limits[1]))
     try:
         if case.study:
             root = [] if "--root" in argv else ["--root", str(ctx.tmp / "root")]
@@ -475,6 +486,8 @@ def test_bad_input_is_refused_by_name(case: Case, ctx: Ctx, capsys, monkeypatch)
             rc = main(argv)
     except SystemExit as exc:  # argparse's own refusals
         rc = exc.code
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     expect = case.expect.format(file=ctx.file, foreign_run=ctx.foreign_run)

@@ -215,7 +215,8 @@ def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
                 if process and run.info.status == "RUNNING" and wanted(run):
                     os.kill(int(process.rpartition(":")[2]), signal.SIGKILL)
                     return
-            time.sleep(0.05)
+            # Not faster: the study writes to the same sqlite store, which locks per write.
+            time.sleep(0.3)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -223,7 +224,7 @@ def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
 
 
 # Trials long enough (a few seconds) for the fault to land inside them; no restart.
-LONG_TRIALS = {"training.epochs": 20, "training.batch_size": 4, "study.max_failures": 0}
+LONG_TRIALS = {"training.epochs": 10, "training.batch_size": 4, "study.max_failures": 0}
 
 
 def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray):

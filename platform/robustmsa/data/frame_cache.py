@@ -26,6 +26,7 @@ evaluator).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -119,6 +120,10 @@ def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarra
     inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
     np.subtract(x, np.asarray(mean, np.float32), out=out)
     np.multiply(out, inv_std, out=out)
+
+
+# Where a build runs out of room: a full disk, a file-size limit, a quota.
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def frame_cache_root(root: str | Path | None = None) -> Path:
@@ -267,8 +272,16 @@ def load_frames(
         desc = f"frame cache {path.parent.name}/{path.stem}"
         try:
             digest, expected = content if content is not None else (None, None)
-            with progress_bar(chunks, desc, progress, unit="chunk") as bar:
-                _build(path, tmp, meta, lengths, present, ids, chunk_rows, bar, digest)
+            try:
+                with progress_bar(chunks, desc, progress, unit="chunk") as bar:
+                    _build(path, tmp, meta, lengths, present, ids, chunk_rows, bar, digest)
+            except OSError as exc:
+                if exc.errno not in NO_ROOM:
+                    raise
+                raise DataError(
+                    f"{root}: no room for the frame cache of {path} ({exc.strerror}); free "
+                    f"space there, or move the cache (data.cache_dir, ${ENV_VAR})"
+                ) from exc
             if digest is not None and digest.hexdigest()[:16] != expected:
                 raise DataError(
                     f"{path}: content differs from the digest {expected!r} recorded when the "

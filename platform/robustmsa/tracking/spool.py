@@ -11,6 +11,9 @@ study replays every spool when it ends (`sync`; its parent run then says what wa
 ``robustmsa.tracking.delayed``), and ``robustmsa tracking sync`` replays a spool left behind (a
 study that ended while the server was still down, a worker on another node).
 
+On a sqlite store, a write that finds the database locked by another writer waits and tries
+again (up to `LOCK_WAIT_S`) before it fails.
+
 Reads (finding a run, its metrics) cannot be spooled: they wait out MLflow's retries like
 before. Creating a run needs the server too (its id comes from it).
 """
@@ -22,6 +25,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -71,13 +75,31 @@ class SpoolingClient(MlflowClient):
         return self._spool.count if self._spool else 0
 
 
+# A sqlite store takes one writer at a time: a write that finds it locked (another process's
+# transaction, a cancelled task's connection not yet closed) waits and tries again, up to this.
+LOCK_WAIT_S = 30.0
+
+
+def _write(name: str, client, args, kwargs):
+    """``MlflowClient.<name>`` through ``client``, retried while a sqlite store is locked."""
+    delay, deadline = 0.1, time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return getattr(MlflowClient, name)(client, *args, **kwargs)
+        except MlflowException as exc:
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
 def _spooling_method(name: str):
     def method(self, *args, **kwargs):
         if self._spool is None:
-            return getattr(MlflowClient, name)(self, *args, **kwargs)
+            return _write(name, self, args, kwargs)
         if not self._spooling:
             try:
-                return getattr(MlflowClient, name)(self, *args, **kwargs)
+                return _write(name, self, args, kwargs)
             except Exception as exc:
                 if not is_outage(exc):
                     raise
