@@ -213,6 +213,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     )
     from robustmsa.search.resume import check_resumable, resume_hint
     from robustmsa.search.trial import FinishingTasks, StudyContext
+    from robustmsa.search.tuner import SNAPSHOT_S
     from robustmsa.search.variants import run_variants
     from robustmsa.tracking.dataset import log_dataset_input
     from robustmsa.tracking.runs import (
@@ -237,8 +238,11 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
             f"training.epochs: a study trains at least 1 epoch, got {config.training.epochs}"
         )
     check_root(root)
-    # Per-epoch checkpoints with num_to_keep=1 trip a noisy Tune warning on every report.
+    # Per-epoch checkpoints trip a noisy Tune warning on every report.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's experiment state at most a second old: what a resume restores after a killed
+    # driver (robustmsa.search.tuner.KEEP_CHECKPOINTS).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_S)
     uri = resolve_tracking_uri(config.tracking.uri, root)
     explicit = config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
     if os.environ.get("RAY_ADDRESS") and not explicit:

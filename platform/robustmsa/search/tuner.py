@@ -74,11 +74,20 @@ def build_tuner(
             name=name,
             storage_path=storage_path,
             callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
         ),
     )
+
+
+# A trial's last checkpoints kept on storage. Tune's saved experiment state names the checkpoint
+# each trial had at its last snapshot (taken at least every `SNAPSHOT_S` seconds, set by the
+# study); a driver killed between a newer checkpoint and the next snapshot left a state naming
+# a checkpoint that keeping only one had already removed, and its resume failed on it (the
+# fault drill found it). Keeping three covers the epochs of a snapshot's lag.
+KEEP_CHECKPOINTS = 3
+SNAPSHOT_S = "1"  # TUNE_GLOBAL_CHECKPOINT_S unless the environment sets it
 
 
 def experiment_path(storage_path: str, name: str) -> str:
