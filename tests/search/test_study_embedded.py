@@ -212,7 +212,10 @@ def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
                 runs = []
             for run in runs:
                 process = run.data.tags.get("robustmsa.process")
-                if process and run.info.status == "RUNNING" and wanted(run):
+                # Once it trains (an epoch logged): not amid the burst of writes that opens a
+                # run, since a process killed inside a sqlite write holds the store up.
+                training = "val/spectrum_score" in run.data.metrics
+                if process and training and run.info.status == "RUNNING" and wanted(run):
                     os.kill(int(process.rpartition(":")[2]), signal.SIGKILL)
                     return
             # Not faster: the study writes to the same sqlite store, which locks per write.
