@@ -42,8 +42,8 @@ def smoke_config(tmp_path, **overrides):
     return load(STUDY_YAML, [f"{k}={v}" for k, v in base.items()])
 
 
-def runs_of(root):
-    client = MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
+def runs_of(root, uri: str | None = None):
+    client = MlflowClient(uri or f"sqlite:///{root / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("qa_moe_search")
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
@@ -197,7 +197,7 @@ def test_seeded_search_samples_the_same_first_points(tmp_path, local_ray):
     assert digests == {i.dataset.digest for r in first_runs for i in r.inputs.dataset_inputs}
 
 
-def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
+def kill_when_it_trains(root: Path, wanted, uri: str) -> threading.Thread:
     """Fault injection: a thread that waits for the first child run of the study in ``root``
     for which ``wanted(run)`` holds, then SIGKILLs the process training it (its
     ``robustmsa.process`` tag), by PID. The study's data passes every check of its set-up: the
@@ -207,7 +207,7 @@ def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
         deadline = time.time() + 300
         while time.time() < deadline:
             try:
-                _, runs = runs_of(root)
+                _, runs = runs_of(root, uri)
             except Exception:  # the store or the experiment does not exist yet
                 runs = []
             for run in runs:
@@ -230,15 +230,30 @@ def kill_when_it_trains(root: Path, wanted) -> threading.Thread:
 LONG_TRIALS = {"training.epochs": 10, "training.batch_size": 4, "study.max_failures": 0}
 
 
-def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray):
+@pytest.fixture
+def tracking_server(tmp_path):
+    """A real MLflow server: a process killed mid-request cannot hold its store locked, as a
+    killed writer can hold a sqlite file that several processes write to."""
+    from servers import mlflow_server
+
+    with mlflow_server(tmp_path) as uri:
+        yield uri
+
+
+def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ray, tracking_server):
     config = smoke_config(
-        tmp_path, **{"study.reference_model": "late_fusion", "search.num_samples": 1}, **LONG_TRIALS
+        tmp_path,
+        **{"study.reference_model": "late_fusion", "search.num_samples": 1},
+        **LONG_TRIALS,
+        **{"tracking.uri": tracking_server},
     )
-    killer = kill_when_it_trains(tmp_path, lambda r: r.data.tags.get(ROLE_TAG) == "reference")
+    killer = kill_when_it_trains(
+        tmp_path, lambda r: r.data.tags.get(ROLE_TAG) == "reference", tracking_server
+    )
     with pytest.raises(RobustMSAError, match=r"reference: variants failed \(reference: "):
         run_study(config, root=tmp_path)
     killer.join(timeout=10)
-    _, runs = runs_of(tmp_path)
+    _, runs = runs_of(tmp_path, tracking_server)
     # The reference trains beside the search: the study names the reference's failure, ends
     # its parent FAILED with that error, and leaves no run RUNNING.
     (reference,) = [r for r in runs if r.data.tags.get(ROLE_TAG) == "reference"]
@@ -249,13 +264,17 @@ def test_a_failing_reference_names_itself_and_fails_the_study(tmp_path, local_ra
     assert all(r.info.status in ("FAILED", "KILLED", "FINISHED") for r in runs)
 
 
-def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(tmp_path, local_ray):
-    config = smoke_config(tmp_path, **{"search.num_samples": 1}, **LONG_TRIALS)
-    killer = kill_when_it_trains(tmp_path, lambda r: True)
+def test_a_failing_trial_ends_its_run_failed_and_the_parent_failed(
+    tmp_path, local_ray, tracking_server
+):
+    config = smoke_config(
+        tmp_path, **{"search.num_samples": 1}, **LONG_TRIALS, **{"tracking.uri": tracking_server}
+    )
+    killer = kill_when_it_trains(tmp_path, lambda r: True, tracking_server)
     with pytest.raises(RobustMSAError, match="no trial finished"):
         run_study(config, root=tmp_path)
     killer.join(timeout=10)
-    _, runs = runs_of(tmp_path)
+    _, runs = runs_of(tmp_path, tracking_server)
     assert len(runs) == 2
     assert all(r.info.status == "FAILED" for r in runs)
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
