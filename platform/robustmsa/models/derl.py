@@ -288,7 +288,7 @@ class DERL(MSAModel):
         logits = self.importance(context).float().masked_fill(~available, _MASKED_LOGIT)
         return logits.softmax(dim=-1) * avail  # all-unavailable rows: uniform * 0 = 0
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward_standardised(self, batch: Batch) -> ModelOutput:
         enc = self._encode(batch)
         present = enc.present  # (B, M)
         keep = present.unsqueeze(-1)  # (B, M, 1)

@@ -64,7 +64,7 @@ class LateFusion(MSAModel):
         )
         self.prior = nn.Parameter(torch.zeros(()))  # b: the label prior
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward_standardised(self, batch: Batch) -> ModelOutput:
         deltas, present = [], []
         for m in MODALITIES:
             if m == "text":

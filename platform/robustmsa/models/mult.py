@@ -401,7 +401,7 @@ class MulT(MSAModel):
         self.config = config
         self.backbone = MulTBackbone(config, dims)
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward_standardised(self, batch: Batch) -> ModelOutput:
         prediction, pooled = self.backbone(batch)
         return ModelOutput(
             prediction=prediction,

@@ -429,7 +429,7 @@ class ProMMA(MSAModel):
 
     # --- forward ----------------------------------------------------------------------------
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward_standardised(self, batch: Batch) -> ModelOutput:
         if self.stage == "reference":
             prediction, pooled = self.backbone(batch)
             return ModelOutput(

@@ -341,7 +341,7 @@ class QAMoE(MSAModel):
         weights = torch.zeros_like(logits).scatter(-1, index, weight)
         return index, weight, weights, logits.softmax(dim=-1)
 
-    def forward(self, batch: Batch) -> ModelOutput:
+    def forward_standardised(self, batch: Batch) -> ModelOutput:
         cfg = self.config
         aux: dict[str, torch.Tensor] = {}
 

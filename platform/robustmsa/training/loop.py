@@ -47,7 +47,7 @@ from robustmsa.data.source import dataset_dir
 from robustmsa.evaluation.spectrum import SpectrumEvaluator, merge_predictions
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
-from robustmsa.models.base import MSAModel
+from robustmsa.models.base import MSAModel, target_scale
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
@@ -220,7 +220,8 @@ def train_epoch(
         batch = sampler(split.batch(order[start : start + batch_size]), generator).to(device)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(batch)
-        task = nn.functional.l1_loss(out.prediction.float(), batch.labels)
+        # In standardised units, like every other loss of the model (`MSAModel`).
+        task = nn.functional.l1_loss(out.prediction.float(), batch.labels) / inner.target_std
         loss = task + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         if parameters is None:
             optimizer.zero_grad(set_to_none=True)
@@ -271,7 +272,9 @@ def run_training(
         frame_cache=Path(d.cache_dir) / "frames",
     )
     train, valid = splits["train"], splits["valid"]
-    inner = build_model(config, train.meta.dims).to(device)
+    inner = build_model(config, train.meta.dims)
+    inner.set_target_scale(*target_scale(train.labels))
+    inner = inner.to(device)
     if resume is not None:
         inner.load_state_dict(resume.model_state)  # before DDP broadcasts rank 0's weights
     model = wrap_model(inner) if wrap_model else inner
