@@ -155,6 +155,11 @@ CASES = [
     Case("--set unknown key", lambda c: ["--set", "training.epoch=3"], "training.epoch"),
     Case("--set without a value", lambda c: ["--set", "training.epochs"], "training.epochs"),
     Case(
+        "weight average of 1 (weights that never move)",
+        lambda c: ["--set", "training.weight_average=1.0"],
+        "weight_average: must be in [0, 1), got 1.0",
+    ),
+    Case(
         "negative number of trials",
         lambda c: ["--set", "search.num_samples=-1"],
         "num_samples: must be >= 1",

@@ -85,6 +85,11 @@ class TrainingConfig:
     ``torch_trainer`` runs it through a Ray Train ``TorchTrainer`` (DDP over ``num_workers``);
     ``auto`` picks ``in_process`` for one CPU worker and ``torch_trainer`` otherwise (the
     per-trial overhead measured in ``benchmarks/trial_overhead.py`` decides this default).
+
+    ``weight_average``: the decay of the moving average of the weights that validation,
+    selection and the best checkpoint use (`robustmsa.training.weight_average`; 0.9 averages
+    over roughly the last ten steps, more while its warm-up lasts); 0: the raw weights, as
+    trained.
     """
 
     epochs: int = 10
@@ -100,8 +105,11 @@ class TrainingConfig:
     # bf16: each training step's forward runs under torch.autocast(bfloat16) on the training
     # device (the weights, the optimizer and every evaluation stay float32).
     precision: Literal["fp32", "bf16"] = "fp32"
+    weight_average: float = 0.9
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.weight_average < 1.0:  # also refuses NaN
+            raise ValueError(f"weight_average: must be in [0, 1), got {self.weight_average}")
         for name in ("epochs", "batch_size", "num_workers"):
             if getattr(self, name) < (0 if name == "epochs" else 1):
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")

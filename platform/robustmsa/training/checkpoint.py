@@ -46,6 +46,7 @@ class ResumePoint:
     best_rows: list[dict]
     optimizer: dict
     rng: list[dict[str, torch.Tensor]]
+    weight_average: dict | None = None
 
 
 def save_checkpoint(
@@ -58,8 +59,8 @@ def save_checkpoint(
     config: dict,
     resume: dict | None = None,
 ) -> Path:
-    """Write a checkpoint (module docstring); ``resume``: ``{"optimizer": ..., "rng": ...}``
-    of `ResumePoint`, written to ``resume.pt`` when given."""
+    """Write a checkpoint (module docstring); ``resume``: ``{"optimizer": ..., "rng": ...,
+    "weight_average": ...}`` of `ResumePoint`, written to ``resume.pt`` when given."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model_state, path / MODEL_FILE)
@@ -108,4 +109,5 @@ def load_resume_point(directory: str | Path) -> ResumePoint:
         best_rows=rows,
         optimizer=resume["optimizer"],
         rng=list(resume["rng"]),
+        weight_average=resume.get("weight_average"),
     )

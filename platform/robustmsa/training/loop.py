@@ -21,6 +21,10 @@ stages; each report carries ``stage`` (the name) and the checkpoint state too; e
 (``patience``) counts only in the last stage. An empty list means a single-stage model. A
 zero-epoch run validates once in the last stage.
 
+Weight averaging (``training.weight_average``, `robustmsa.training.weight_average`): every epoch
+is validated, selected and checkpointed as best with a moving average of the parameters; the raw
+parameters, the optimizer and the average itself are what a resume continues from.
+
 Precision (``training.precision``): ``bf16`` runs each training forward under
 ``torch.autocast(<device type>, bfloat16)`` (on a GPU the fast path; CPU autocast takes the
 same code and is what the tests run); the losses are taken in float32, the weights, gradients
@@ -30,6 +34,7 @@ evaluate``) runs in float32, so the tables of a bf16 run are re-evaluable exactl
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,6 +56,7 @@ from robustmsa.models.base import MSAModel, target_scale
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
+from robustmsa.training.weight_average import WeightAverage
 
 # training.precision -> the autocast dtype of the training forward (None: plain float32).
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -103,6 +109,11 @@ def restore_generators(
 def build_model(config: StudyConfig, dims: dict[str, int]) -> MSAModel:
     """The model named by ``config.model.name`` with its validated params."""
     return MODELS[config.model.name].build(config.model_params(), dims)
+
+
+def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A fresh CPU copy of ``model``'s state dict."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _unwrap(model: nn.Module) -> MSAModel:
@@ -203,13 +214,15 @@ def train_epoch(
     device: torch.device,
     parameters: list[nn.Parameter] | None = None,
     autocast: torch.dtype | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``order``: mean ``train/loss``, ``train/task_loss`` and ``train/aux/*``.
 
     ``parameters``: the ones ``optimizer`` steps (a training stage's): every gradient of the
     model is then cleared each step and only these are clipped. None: all of the model's.
     ``autocast``: the forward runs under ``torch.autocast(device.type, autocast)`` (bf16);
-    the losses are taken in float32 and the weights stay float32.
+    the losses are taken in float32 and the weights stay float32. ``after_step``: called after
+    every optimizer step (the weight average's update).
     """
     inner = _unwrap(model)
     weights = inner.aux_loss_weights()
@@ -233,6 +246,8 @@ def train_epoch(
                 model.parameters() if parameters is None else parameters, grad_clip
             )
         optimizer.step()
+        if after_step is not None:
+            after_step()
         parts = {"train/loss": loss, "train/task_loss": task}
         parts.update({f"train/aux/{k}": v for k, v in out.aux_losses.items()})
         for k, v in parts.items():
@@ -277,6 +292,7 @@ def run_training(
     inner = inner.to(device)
     if resume is not None:
         inner.load_state_dict(resume.model_state)  # before DDP broadcasts rank 0's weights
+    averager = WeightAverage(inner, t.weight_average) if t.weight_average else None
     model = wrap_model(inner) if wrap_model else inner
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sampler = build_sampler(config.spectrum)
@@ -315,6 +331,8 @@ def run_training(
         train_params = stage_parameters(inner, stage)
         optimizer = torch.optim.AdamW(train_params, lr=t.lr, weight_decay=t.weight_decay)
         epoch_sampler = stage_sampler(stage, sampler)
+        if averager is not None:
+            averager.restart()
 
     first = 1 if total else 0  # a zero-epoch run still validates and reports the initial model
     if resume is not None:
@@ -333,6 +351,8 @@ def run_training(
             # may act on the model: ProMMA snapshots its reference backbone).
             enter_stage(next(i for i, (s, _) in enumerate(plan) if s.name == done["stage"]))
         optimizer.load_state_dict(resume.optimizer)
+        if averager is not None:
+            averager.load(resume.weight_average)
         # Last, as in the run that stopped: they were saved after the epoch's validation.
         restore_generators(resume.rng[rank], generator, device)
     with tempfile.TemporaryDirectory(prefix="robustmsa-ckpt-") as scratch:
@@ -359,16 +379,21 @@ def run_training(
                     device=device,
                     parameters=train_params,
                     autocast=AUTOCAST_DTYPES[t.precision],
+                    after_step=averager.update if averager is not None else None,
                 )
-            score, rows = validate()
+            # The evaluated weights (the average, when the run keeps one) are what the epoch
+            # scores, and what becomes the best checkpoint; the raw ones continue training.
+            with averager.applied() if averager is not None else contextlib.nullcontext():
+                score, rows = validate()
+                evaluated = weights_copy(inner)
+            state = weights_copy(inner) if averager is not None else evaluated
             metrics[OBJECTIVE] = score
             metrics |= {f"val/{r['metric']}": r["value"] for r in rows if r["protocol"] == "clean"}
-            state = {k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()}
             selectable = stage is None or stage.select
             final = stage is None or active == len(plan) - 1
             if selectable and score < best.best_score:
                 best.best_epoch, best.best_score, best.rows = epoch, score, rows
-                best.best_state = state  # a fresh CPU copy, never written to again
+                best.best_state = evaluated  # a fresh CPU copy, never written to again
                 bad_epochs = 0
             elif final:
                 bad_epochs += 1
@@ -398,7 +423,11 @@ def run_training(
                     },
                     best_rows=best.rows,
                     config=config.to_dict(),
-                    resume={"optimizer": optimizer.state_dict(), "rng": gathered},
+                    resume={
+                        "optimizer": optimizer.state_dict(),
+                        "rng": gathered,
+                        "weight_average": averager.state() if averager is not None else None,
+                    },
                 )
             metrics["best/epoch"] = best.best_epoch
             metrics["best/" + OBJECTIVE] = best.best_score
