@@ -1,15 +1,10 @@
-"""Study kind compare_models: its config, table, and the
-whole study kind embedded (local Ray, sqlite MLflow)."""
+"""Study kind compare_models: its config and table (the whole study kind, embedded, is
+tests/integration/test_comparison_study.py, on the session's smoke comparison)."""
 
 from __future__ import annotations
 
-import dataclasses
-
-import pyarrow.parquet as pq
 import pytest
-from mlflow.tracking import MlflowClient
 from paths import REPO
-from robustmsa.cli import format_result
 from robustmsa.config import load
 from robustmsa.errors import ConfigError
 from robustmsa.evaluation.summaries import spectrum_score
@@ -20,8 +15,6 @@ from robustmsa.search.kinds.compare_models import (
     point_rows,
     summary_table,
 )
-from robustmsa.search.study import run_study
-from robustmsa.search.trial import ROLE_TAG
 
 STUDY_YAML = REPO / "studies" / "configs" / "model_comparison.yaml"
 
@@ -122,58 +115,3 @@ def test_point_rows_keep_the_protocols_points_and_name_a_missing_one():
     assert kept == rows
     with pytest.raises(ValueError, match=r"no row for the point missing/all at level 0\.1"):
         point_rows(full, ["clean", "missing@all"])
-
-
-def test_compare_models_study_logs_each_model_on_both_splits(tmp_path, local_ray):
-    overrides = {
-        "data.preset": "tiny",
-        "data.cache_dir": str(tmp_path / "data"),
-        "training.epochs": 1,
-        "spectrum.protocols": "[clean, missing@all]",
-        "compare_models.models": "{qa_moe: {name: qa_moe, params: {hidden: 16, "
-        "expert_hidden: 32}}, "
-        "qa_moe-no-gate: {name: qa_moe, params: {hidden: 16, expert_hidden: 32, "
-        "quality_gate: false}}}",
-    }
-    config = load(STUDY_YAML, [f"{k}={v}" for k, v in overrides.items()])
-    result = run_study(config, root=tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
-    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
-    children = client.search_runs(
-        [result.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
-    )
-    roles = {c.data.tags[ROLE_TAG]: c for c in children}
-    assert set(roles) == {"reference", "qa_moe", "qa_moe-no-gate"}
-    assert roles["qa_moe-no-gate"].data.params["model.params.quality_gate"] == "False"
-    assert roles["reference"].data.params["model.name"] == "late_fusion"
-    parent = client.get_run(result.parent_run_id).data.metrics
-    for role, run in roles.items():
-        # Each split's figure is the model's own logged evaluation, not a new one.
-        for split, prefix in (("valid", ""), ("test", "test/")):
-            local = client.download_artifacts(
-                run.info.run_id, f"spectrum/spectrum_{split}.parquet", str(tmp_path / role)
-            )
-            rows = point_rows(pq.read_table(local).to_pylist(), ["clean", "missing@all"])
-            assert parent[f"compare/{split}/{role}/spectrum_mae"] == pytest.approx(
-                spectrum_score(rows), rel=1e-12
-            )
-            assert run.data.metrics[f"{prefix}spectrum/clean/all/mae"] == pytest.approx(
-                parent[f"compare/{split}/{role}/clean_mae"], rel=1e-12
-            )
-            excess = parent[f"compare/{split}/{role}/oracle_excess_mae"]
-            assert excess == pytest.approx(
-                parent[f"compare/{split}/{role}/spectrum_mae"]
-                - parent[f"compare/{split}/{ORACLE}/spectrum_mae"]
-            )
-            assert excess > 0  # the Bayes oracle is the ceiling on the same inputs
-    local = client.download_artifacts(
-        result.parent_run_id, "comparison/models.parquet", str(tmp_path / "parent")
-    )
-    assert pq.read_table(local).to_pylist() == [dataclasses.asdict(r) for r in result.rows]
-    figures = {f.path for f in client.list_artifacts(result.parent_run_id, "comparison")}
-    for split in ("valid", "test"):
-        assert f"comparison/{split}_missing_all_mae.png" in figures
-    printed = format_result(result, config.tracking.experiment).splitlines()
-    line = next(ln for ln in printed if ln.split()[:1] == ["qa_moe-no-gate"])
-    gate_off = parent["compare/test/qa_moe-no-gate/spectrum_mae"]
-    assert line.split()[3] == f"{gate_off:.4f}"  # model, valid MAE, excess, test MAE, excess
