@@ -11,9 +11,9 @@ import itertools
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from robustmsa.data.batch import MODALITIES, Batch
 from robustmsa.models import MODELS, ModelOutput, MSAModel
+from robustmsa.training.loop import task_loss
 
 # Feature dims ``d_m`` of the tiny synthetic preset.
 DIMS = {"text": 16, "audio": 5, "vision": 7}
@@ -104,10 +104,11 @@ def with_tokens(batch: Batch, length: int = 12, seed: int = 0) -> Batch:
 
 
 def training_loss(model: MSAModel, out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-    """The training loop's objective, a scalar: the L1 loss between ``out.prediction`` and
-    ``labels`` (both (B,)) plus the auxiliary losses weighted by ``model.aux_loss_weights()``."""
+    """The training loop's objective, a scalar: its task loss (`task_loss`, the L1 between
+    ``out.prediction`` and ``labels``, both (B,)) plus the auxiliary losses weighted by
+    ``model.aux_loss_weights()``."""
     weights = model.aux_loss_weights()
-    return F.l1_loss(out.prediction, labels) + sum(
+    return task_loss(out, labels, model.target_std) + sum(
         weights[k] * v for k, v in out.aux_losses.items()
     )
 

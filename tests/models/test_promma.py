@@ -269,6 +269,32 @@ def test_prompt_weights_follow_the_pointwise_mi(batch):
     assert not torch.allclose(expected, torch.ones_like(expected))
 
 
+def test_prompt_weights_tell_which_modality_is_missing(tiny_splits):
+    """Where a modality is missing the MI estimate is undefined; the weight still depends on
+    which one is missing, once trained (no imputation here: the evaluator never accepts)."""
+    model = build(evaluator_threshold=0.999, dropout=0.0, attn_dropout=0.0).train()
+    data = tiny_splits["train"].batch(list(range(30)))
+    pick = torch.arange(30) % 3  # the modality each sample misses
+    for i, m in enumerate(MODALITIES):
+        data = drop(data, {m}, rows=pick == i)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        out = model(data)
+        optimizer.zero_grad()
+        training_loss(model, out, data.labels).backward()
+        optimizer.step()
+    with torch.no_grad():
+        out = model.eval()(data)
+    assert not out.extras["imputed"].any()
+    weights = out.extras["prompt_weight"]  # (B, 3)
+    for t in range(len(MODALITIES)):
+        per_pattern = [weights[pick == i, t] for i in range(len(MODALITIES))]
+        for w in per_pattern:  # one value per pattern: nothing else moves it
+            torch.testing.assert_close(w, w[:1].expand_as(w))
+        firsts = torch.stack([w[0] for w in per_pattern])
+        assert (firsts[:, None] - firsts[None, :]).abs().add(torch.eye(3)).min() > 1e-6
+
+
 def test_orthogonality_loss_is_zero_for_orthogonal_prompts():
     """Skew-symmetric maps give private tokens orthogonal to the shared ones: loss 0."""
     model = build(**SMALL_MULT)

@@ -23,8 +23,15 @@ from model_batches import (
 from robustmsa.data.batch import MODALITIES, Batch
 from robustmsa.models import MODELS, ModelOutput
 from robustmsa.models.qa_moe import GLUExperts, QAMoEConfig
+from robustmsa.training.loop import task_loss
 
-SWITCHES = ["quality_gate", "prior", "dense_routing", "uncertainty_loss"]
+SWITCHES = [
+    "quality_gate",
+    "prior",
+    "dense_routing",
+    "uncertainty_loss",
+    "heteroscedastic_weighting",
+]
 build = partial(build_model, "qa_moe")  # build(seed=0, **overrides)
 
 
@@ -48,9 +55,10 @@ def test_reliability_is_one_over_one_plus_the_mean_variance(batch):
     model = build().eval()
     with torch.no_grad():
         out = model(batch)
-        h, _ = model._encode(batch)
+        h, _, frames = model._encode(batch)
         for i, m in enumerate(MODALITIES):
-            log_var = 5.0 * torch.tanh(model.variance_heads[m](h[:, i]) / 5.0)
+            head_input = torch.cat([h[:, i], torch.log1p(frames[:, i : i + 1])], dim=-1)
+            log_var = 5.0 * torch.tanh(model.variance_heads[m](head_input) / 5.0)
             expected = 1.0 / (1.0 + log_var.exp().mean(dim=-1))
             assert torch.allclose(out.extras["reliability"][:, i], expected, atol=1e-6)
 
@@ -101,7 +109,7 @@ def test_load_balance_loss_is_switch_style(batch):
     model = build(dropout=0.0).train()
     out = model(batch)
     with torch.no_grad():
-        h, _ = model._encode(batch)
+        h, _, _ = model._encode(batch)
         r = out.extras["reliability"]
         u = (r.unsqueeze(-1) * h + (1 - r.unsqueeze(-1)) * model.prior).flatten(1)
         logits = model.router_content(u) + model.router_quality(r)
@@ -223,7 +231,7 @@ def test_model_output_matches_the_dense_expert_computation(batch):
     model = build().eval()
     with torch.no_grad():
         out = model(batch)
-        h, _ = model._encode(batch)
+        h, _, _ = model._encode(batch)
         r = out.extras["reliability"].unsqueeze(-1)
         u = (r * h + (1 - r) * model.prior).flatten(1)
         w = out.extras["routing_weights"]
@@ -265,6 +273,9 @@ def test_each_switch_is_a_config_field_and_changes_the_computation(batch, switch
         # A training objective only: the prediction is the same, the loss is not.
         assert torch.equal(base.prediction, other.prediction)
         assert "uncertainty" in base.aux_losses and "uncertainty" not in other.aux_losses
+    elif switch == "heteroscedastic_weighting":
+        assert torch.equal(base.prediction, other.prediction)  # the same weights, unweighted
+        assert base.task_weight is not None and other.task_weight is None
     else:
         assert not torch.allclose(base.prediction, other.prediction)
 
@@ -335,9 +346,9 @@ def test_uncertainty_loss_is_label_free_and_self_supervised(batch):
 def test_uncertainty_target_is_the_clean_encoding_without_dropout(batch):
     model = build(dropout=0.5).train()
     with torch.no_grad():
-        target, _ = model._encode(batch, deterministic=True)
-        noisy_a, _ = model._encode(batch)
-        noisy_b, _ = model._encode(batch)
+        target, _, _ = model._encode(batch, deterministic=True)
+        noisy_a, _, _ = model._encode(batch)
+        noisy_b, _, _ = model._encode(batch)
     assert model.training  # the deterministic pass did not flip the mode
     assert not torch.equal(noisy_a, noisy_b)  # dropout is on for the input encoding ...
     with torch.no_grad():
@@ -347,10 +358,14 @@ def test_uncertainty_target_is_the_clean_encoding_without_dropout(batch):
     model = build(dropout=0.0).train()
     loss = model(replace(batch, clean=batch)).aux_losses["uncertainty"]
     with torch.no_grad():
-        h, _ = model._encode(batch)
+        h, _, frames = model._encode(batch)
         log_var = torch.stack(
             [
-                5.0 * torch.tanh(model.variance_heads[m](h[:, i]) / 5.0)
+                5.0
+                * torch.tanh(
+                    model.variance_heads[m](torch.cat([h[:, i], frames[:, i : i + 1].log1p()], -1))
+                    / 5.0
+                )
                 for i, m in enumerate(MODALITIES)
             ],
             dim=1,
@@ -414,3 +429,54 @@ def test_search_space_bounds_top_k_by_num_experts():
     names = list(space)
     assert names.index("model.params.num_experts") < names.index("model.params.top_k")
     assert space["model.params.uncertainty_weight"]["log"] is True
+
+
+# --- what the reliability and the heteroscedastic branch see and do -------------------------
+
+
+def test_reliability_sees_how_many_frames_survived(batch):
+    """Audio frames all alike: the pooled encoding is the same from all frames or from two, so
+    only the frame count tells the variance head that most of the input is gone."""
+    model = build().eval()
+    audio = batch.features["audio"][:, :1].expand_as(batch.features["audio"]).clone()
+    every = torch.ones_like(batch.masks["audio"])
+    two = every.clone()
+    two[:, 2:] = False
+    present = {**batch.present, "audio": torch.ones_like(batch.present["audio"])}
+    whole = replace(
+        batch,
+        features={**batch.features, "audio": audio},
+        masks={**batch.masks, "audio": every},
+        present=present,
+    )
+    cut = replace(
+        whole,
+        features={**whole.features, "audio": audio * two.unsqueeze(-1)},
+        masks={**whole.masks, "audio": two},
+    )
+    a = MODALITIES.index("audio")
+    with torch.no_grad():
+        h_whole, _, frames_whole = model._encode(whole)
+        h_cut, _, frames_cut = model._encode(cut)
+        r_whole = model(whole).extras["reliability"][:, a]
+        r_cut = model(cut).extras["reliability"][:, a]
+    torch.testing.assert_close(h_whole[:, a], h_cut[:, a], atol=1e-5, rtol=0)
+    assert (frames_cut[:, a] == 2).all() and (frames_whole[:, a] > 2).all()
+    assert (r_whole - r_cut).abs().min() > 1e-4
+
+
+def test_the_heteroscedastic_branch_down_weights_the_samples_it_finds_noisy(batch):
+    model = build(dropout=0.0).train()
+    with torch.no_grad():  # a branch that has learned to tell samples apart
+        model.log_var_head.weight.normal_(0.0, 5.0)
+    data = corrupt(batch)
+    out = model(data)
+    s = out.extras["prediction_log_var"]
+    assert s.std() > 0.1
+    expected = torch.exp(-s) / torch.exp(-s).mean()
+    torch.testing.assert_close(out.task_weight, expected)
+    # Through the training loop's task loss: each sample's gradient is its weight over B.
+    prediction = out.prediction.detach().requires_grad_()
+    task_loss(replace(out, prediction=prediction), data.labels, model.target_std).backward()
+    torch.testing.assert_close(prediction.grad.abs(), expected / batch.size)
+    assert prediction.grad[s.argmax()].abs() < prediction.grad[s.argmin()].abs()

@@ -5,7 +5,10 @@ Every model maps a `Batch` to a `ModelOutput`:
 - ``prediction``: float32 ``(B,)`` sentiment scores, in the dataset's label units;
 - ``aux_losses``: named scalar auxiliary losses, unweighted; the training loop multiplies each
   by ``model.aux_loss_weights()[name]`` and adds it to the task loss it computes itself;
-- ``extras``: tensors a study may inspect (reliabilities, routing weights, ...), detached or not.
+- ``extras``: tensors a study may inspect (reliabilities, routing weights, ...), detached or not;
+- ``task_weight``: optional float32 ``(B,)`` per-sample weights of the task loss (mean 1,
+  detached), for a model that judges some samples noisier than others (QA-MoE's
+  heteroscedastic branch); None: every sample counts the same.
 
 Each model file registers ``MODELS[name] = ModelSpec(...)`` with its config dataclass, whose
 fields are validated by `robustmsa.config` (unknown keys and wrong types fail with the key path).
@@ -34,6 +37,7 @@ class ModelOutput:
     prediction: torch.Tensor
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    task_weight: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

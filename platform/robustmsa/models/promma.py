@@ -62,9 +62,14 @@ This project's reading (nothing of it is public):
   the representation. JSD rather than InfoNCE: it is stable with the small batches used here
   (InfoNCE's estimate is capped at ``log B`` and needs many negatives), and its optimal critic
   is the pointwise log density ratio, a per-sample MI estimate ``I_t = T_t(u1, u2)``. The weight
-  is ``w_t = 2 sigmoid(a_t I_t + b_t)`` (``I_t`` detached, ``a_t, b_t`` learned from 0, so
-  ``w_t = 1`` at initialisation); off: ``w_t = 1``. Samples where ``t`` or a source is
-  unavailable get ``I_t = 0`` and no MI loss;
+  is ``w_t = 2 sigmoid(a_t I_t + b_t + c_t . v)`` (``I_t`` detached; ``v`` (3,) the
+  availability of the three modalities, 1 or 0; ``a_t, b_t, c_t`` learned from 0, so ``w_t =
+  1`` at initialisation); off: ``w_t = 1``. Samples where ``t`` or a source is unavailable get
+  ``I_t = 0`` and no MI loss: the MI estimate needs both cross-attention inputs. The paper does
+  not say what the weight is then; without ``c_t`` it would be one learned constant per target
+  whatever is missing, so the weighting could not tell which modality is gone, which is the
+  point of weighting prompts under missing modalities. ``c_t`` makes it depend on which
+  modalities are present, also where the MI is defined;
 - **residual connections**: after self-attention layer ``l`` of target ``t``, the prompt
   positions get ``+ r_{t,l} U_t(P_s)`` with learned scalars ``r`` (initial 0.5);
 - ``prompts: false`` removes all three prompt modules (disentanglement, weighting and
@@ -213,7 +218,7 @@ class ProMMA(MSAModel):
         )
 
         self.shared_prompt = self.disentanglers = self.prompt_up = self.critics = None
-        self.mi_scale = self.mi_bias = self.residual_scale = None
+        self.mi_scale = self.mi_bias = self.mi_presence = self.residual_scale = None
         if c.prompts:
             self.shared_prompt = nn.Parameter(torch.randn(c.prompt_length, d))
             self.prompt_up = nn.ModuleDict({m: nn.Linear(d, 2 * d) for m in MODALITIES})
@@ -223,6 +228,8 @@ class ProMMA(MSAModel):
                 self.critics = nn.ModuleDict({m: MLP(2 * d, d, 1) for m in MODALITIES})
                 self.mi_scale = nn.Parameter(torch.zeros(n))
                 self.mi_bias = nn.Parameter(torch.zeros(n))
+                # (target, modality): how the availability of each modality moves the weight.
+                self.mi_presence = nn.Parameter(torch.zeros(n, n))
             if c.residual_prompts:
                 self.residual_scale = nn.Parameter(torch.full((n, c.self_layers), 0.5))
 
@@ -352,7 +359,8 @@ class ProMMA(MSAModel):
                     t_neg.append(neg.squeeze(-1).float())
                     mi_valid.append(valid)
                     mi = torch.where(valid, pos.detach(), torch.zeros_like(pos))
-                    weight = 2.0 * torch.sigmoid(self.mi_scale[i] * mi + self.mi_bias[i])
+                    presence = avail.float() @ self.mi_presence[i]  # (B,)
+                    weight = 2.0 * torch.sigmoid(self.mi_scale[i] * mi + self.mi_bias[i] + presence)
                 weights.append(weight)
                 tokens = weight[:, None, None] * private[tgt]  # (B, L_p, D)
                 prefix = self.prompt_up[tgt](tokens)  # (B, L_p, 2D)

@@ -16,7 +16,7 @@ Follows the paper's description:
 - one checkpoint trained on the continuous spectrum (``spectrum.sampler: continuous``; the
   model itself is sampler-agnostic);
 - the ablation switches: no quality gate, no prior, dense routing, and (this project's
-  addition to the list) no uncertainty loss.
+  additions to the list) no uncertainty loss, no heteroscedastic weighting of the task loss.
 
 This project's reading (not specified by what is public):
 
@@ -26,7 +26,11 @@ This project's reading (not specified by what is public):
   modalities and samples. It needs ``batch.clean``, which the training loop sets only under
   corruption; without it (or with ``uncertainty_loss: false``) the variance heads learn only
   through the task loss, via the gate and the router;
-- ``sigma2_m`` is a per-dimension vector ``(B, H)`` from a small variance head on ``h_m``,
+- ``sigma2_m`` is a per-dimension vector ``(B, H)`` from a small variance head on ``h_m`` and
+  ``log(1 + n_m)``, ``n_m`` the number of valid frames of the modality: the pooled ``h_m`` is a
+  mean over frames and cannot tell 50 surviving frames from 2 (with frames alike, it is the
+  same vector), while how much of the input survived is what missingness changes. The count,
+  not the fraction, so that it does not depend on the batch's padding. The head's input is
   reduced to a scalar by the MEAN over dims before ``r_m = 1 / (1 + mean sigma2_m)``;
   log-variances are soft-clamped to ``(-5, 5)`` so ``exp(-log_var)`` stays bounded;
 - an absent modality has ``r_m = 0`` exactly (its gated feature is the prior);
@@ -39,11 +43,17 @@ This project's reading (not specified by what is public):
 - numerics: encodings, variances, reliabilities, router logits, losses and the prediction are
   float32 even under bf16 autocast (the experts and encoders run in the autocast dtype);
 - the load-balancing loss is Switch-Transformer style ``E * sum_e f_e * P_e``;
-- the head is dual-branch: a mean MLP giving the prediction and a log-variance branch trained
-  by a Gaussian NLL of the labels (``sentiment_nll``, weight ``nll_weight``). The NLL sees the
-  predicted mean and the expert output DETACHED, so it trains only the variance branch: the
-  task loss the training loop chooses (e.g. L1) alone decides the prediction, and the NLL can
-  be on by default without changing it.
+- the head is dual-branch: a mean MLP giving the prediction and a log-variance branch ``s``
+  trained by a Gaussian NLL of the labels (``sentiment_nll``, weight ``nll_weight``). The NLL
+  sees the predicted mean and the expert output DETACHED, so it trains only the variance
+  branch. The paper's purpose for the branch is that noisy samples weigh less in training; it
+  does not say how (nothing public gives the loss). Here the branch's precision weights the
+  task loss per sample: ``task_weight = exp(-s) / mean(exp(-s))`` over the batch, detached
+  (`ModelOutput.task_weight`; the training loop multiplies each sample's L1 by it). Detached,
+  so the task loss cannot lower itself by declaring hard samples noisy; normalised to mean 1,
+  so the loss keeps its scale and only the balance between samples changes. Before the branch
+  has learned anything every weight is close to 1. ``heteroscedastic_weighting: false`` (the
+  ablation) gives no weights: plain L1, the branch only reported.
 
 Sparse dispatch (`GLUExperts`): each expert runs on exactly the samples routed to it. The
 ``B * k`` (sample, expert) assignments are laid out grouped by expert, samples ascending
@@ -104,6 +114,8 @@ class QAMoEConfig:
     prior: bool = True  # False: the prior p_m is fixed at zeros (a buffer, not learned)
     dense_routing: bool = False  # True: softmax over all experts, top_k unused
     uncertainty_loss: bool = True  # False: no self-supervised heteroscedastic objective
+    # False: the prediction's log-variance branch no longer weights the task loss (ablation)
+    heteroscedastic_weighting: bool = True
     text: TextInputConfig = field(default_factory=TextInputConfig)
 
     def __post_init__(self) -> None:
@@ -125,7 +137,13 @@ class QAMoEConfig:
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
                 raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
-        for name in ("quality_gate", "prior", "dense_routing", "uncertainty_loss"):
+        for name in (
+            "quality_gate",
+            "prior",
+            "dense_routing",
+            "uncertainty_loss",
+            "heteroscedastic_weighting",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected a bool, got {getattr(self, name)!r}")
         self.text = coerce_text_config(self.text)
@@ -284,9 +302,8 @@ class QAMoE(MSAModel):
         self.encoders = nn.ModuleDict(
             {m: ModalityEncoder(in_dims[m], hid, config.dropout) for m in MODALITIES}
         )
-        # Variance of each feature dim of h_m; its input is h_m itself (a later version may
-        # add frame-level statistics such as the valid-frame fraction).
-        self.variance_heads = nn.ModuleDict({m: MLP(hid, hid, hid) for m in MODALITIES})
+        # Variance of each feature dim of h_m, from h_m and log(1 + valid frames of m).
+        self.variance_heads = nn.ModuleDict({m: MLP(hid + 1, hid, hid) for m in MODALITIES})
         prior = torch.zeros(len(MODALITIES), hid)  # p_m, one row per modality
         if config.prior:
             self.prior = nn.Parameter(prior)
@@ -315,10 +332,10 @@ class QAMoE(MSAModel):
 
     def _encode(
         self, batch: Batch, *, deterministic: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encodings ``h`` (B, 3, H) float32 and presence (B, 3) bool; absent modalities
-        encode to 0."""
-        hs, present = [], []
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encodings ``h`` (B, 3, H) float32, presence (B, 3) bool and the number of valid
+        frames (B, 3) float32; absent modalities encode to 0 with 0 frames."""
+        hs, present, frames = [], [], []
         for m in MODALITIES:
             if m == "text":
                 x, mask = self.text_input(batch, deterministic=deterministic)
@@ -328,7 +345,21 @@ class QAMoE(MSAModel):
             mask = mask & batch.present[m].unsqueeze(1)
             hs.append(self.encoders[m](x, mask, deterministic=deterministic).float())
             present.append(batch.present[m])
-        return torch.stack(hs, dim=1), torch.stack(present, dim=1)
+            frames.append(mask.sum(dim=1).float())
+        return torch.stack(hs, dim=1), torch.stack(present, dim=1), torch.stack(frames, dim=1)
+
+    def log_variance(self, h: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """Per-dim log-variances (B, 3, H) float32, soft-clamped, of the encodings ``h``
+        (B, 3, H) with ``frames`` (B, 3) valid frames each."""
+        counts = torch.log1p(frames).unsqueeze(-1)  # (B, 3, 1)
+        log_var = torch.stack(
+            [
+                self.variance_heads[m](torch.cat([h[:, i], counts[:, i]], dim=-1))
+                for i, m in enumerate(MODALITIES)
+            ],
+            dim=1,
+        )
+        return soft_clamp(log_var.float(), LOG_VAR_BOUND)
 
     def _route(
         self, logits: torch.Tensor
@@ -345,11 +376,8 @@ class QAMoE(MSAModel):
         cfg = self.config
         aux: dict[str, torch.Tensor] = {}
 
-        h, present = self._encode(batch)  # (B, 3, H), (B, 3)
-        log_var = torch.stack(
-            [self.variance_heads[m](h[:, i]) for i, m in enumerate(MODALITIES)], dim=1
-        )
-        log_var = soft_clamp(log_var.float(), LOG_VAR_BOUND)  # (B, 3, H)
+        h, present, frames = self._encode(batch)  # (B, 3, H), (B, 3), (B, 3)
+        log_var = self.log_variance(h, frames)  # (B, 3, H)
         sigma2 = log_var.exp().mean(dim=-1)  # (B, 3): per-modality scalar variance
         reliability = torch.where(present, 1.0 / (1.0 + sigma2), torch.zeros_like(sigma2))
 
@@ -360,7 +388,7 @@ class QAMoE(MSAModel):
             and cfg.uncertainty_weight > 0
         ):
             with torch.no_grad():  # stop-gradient target: the clean sample's encoding
-                target, clean_present = self._encode(batch.clean, deterministic=True)
+                target, clean_present, _ = self._encode(batch.clean, deterministic=True)
             valid = (present & clean_present).float()  # (B, 3)
             nll = 0.5 * ((h - target).pow(2) * torch.exp(-log_var) + log_var)  # (B, 3, H)
             # clamp: a batch with no present modality contributes exactly 0, not NaN.
@@ -395,6 +423,10 @@ class QAMoE(MSAModel):
             err2 = (batch.labels.float() - prediction.detach()).pow(2)
             aux["sentiment_nll"] = (0.5 * (err2 * torch.exp(-pred_log_var) + pred_log_var)).mean()
 
+        task_weight = None
+        if cfg.heteroscedastic_weighting:
+            precision = torch.exp(-pred_log_var.detach())  # (B,)
+            task_weight = precision / precision.mean()
         return ModelOutput(
             prediction=prediction,
             aux_losses=aux,
@@ -403,6 +435,7 @@ class QAMoE(MSAModel):
                 "routing_weights": weights.detach(),
                 "prediction_log_var": pred_log_var.detach(),
             },
+            task_weight=task_weight,
         )
 
 

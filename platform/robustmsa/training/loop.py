@@ -1,7 +1,7 @@
 """The one per-worker training loop (plain PyTorch), shared by every path that trains a model.
 
 Per epoch: shuffle (seeded by ``training.seed`` and the epoch), shard by rank, corrupt each batch
-with the training-time sampler, minimise ``L1(prediction, label) + sum_k w_k * aux_k``, then
+with the training-time sampler, minimise `task_loss` (an L1) ``+ sum_k w_k * aux_k``, then
 evaluate the validation spectrum; its `spectrum_score` is the objective of early stopping and
 of the search. Every epoch writes a checkpoint and reports; the best epoch's weights and
 validation spectrum travel in every checkpoint, so the last one holds the trial's outcome.
@@ -52,7 +52,7 @@ from robustmsa.data.source import dataset_dir
 from robustmsa.evaluation.spectrum import SpectrumEvaluator, merge_predictions
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
-from robustmsa.models.base import MSAModel, target_scale
+from robustmsa.models.base import ModelOutput, MSAModel, target_scale
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
@@ -201,6 +201,16 @@ def stage_sampler(stage, default: SpectrumSampler) -> SpectrumSampler:
     )
 
 
+def task_loss(out: ModelOutput, labels: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:
+    """The L1 task loss of ``out.prediction`` (B,) against ``labels`` (B,), in standardised
+    units like every other loss of the model (`MSAModel`): the label-unit error divided by
+    ``target_std``; each sample's error times ``out.task_weight`` when the model gives one."""
+    error = (out.prediction.float() - labels).abs()
+    if out.task_weight is not None:
+        error = error * out.task_weight.float()
+    return error.mean() / target_std
+
+
 def train_epoch(
     model: nn.Module,
     split: ParquetSplit,
@@ -233,8 +243,7 @@ def train_epoch(
         batch = sampler(split.batch(order[start : start + batch_size]), generator).to(device)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(batch)
-        # In standardised units, like every other loss of the model (`MSAModel`).
-        task = nn.functional.l1_loss(out.prediction.float(), batch.labels) / inner.target_std
+        task = task_loss(out, batch.labels, inner.target_std)
         loss = task + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         if parameters is None:
             optimizer.zero_grad(set_to_none=True)
