@@ -38,13 +38,16 @@ AUX_NAMES = {
     "alignment",
     "feature_reconstruction",
     "representation_reconstruction",
+    "shared_variance",
 }
 SWITCHES = {
     "use_orthogonality": False,
     "use_alignment": False,
     "use_feature_reconstruction": False,
     "use_representation_reconstruction": False,
+    "use_variance": False,
     "fusion": "mean",
+    "experts": 1,
 }
 TINY_BERT = TextInputConfig(**SMALL_BERT)
 make = partial(build_model, "derl")  # make(seed=0, **overrides)
@@ -195,6 +198,7 @@ def test_gradients_reach_every_trainable_parameter(tiny_splits, overrides):
         "alignment": model.config.use_alignment,
         "feature_reconstruction": model.config.use_feature_reconstruction,
         "representation_reconstruction": model.config.use_representation_reconstruction,
+        "shared_variance": model.config.use_variance,
     }
     assert set(out.aux_losses) == {k for k, on in expected.items() if on}
     training_loss(model, out, data.labels).backward()
@@ -222,10 +226,12 @@ def test_auxiliary_losses_are_label_free_and_train_their_parts(batch):
         return {n: p.grad is not None and bool(p.grad.any()) for n, p in model.named_parameters()}
 
     orth = grads(out.aux_losses["orthogonality"])
-    assert orth["private.audio.net.0.weight"] and orth["shared.net.0.weight"]
+    assert orth["private.audio.experts.0.net.0.weight"] and orth["shared.experts.0.net.0.weight"]
     assert not orth["head.net.0.weight"] and not orth["imputers.audio.net.0.weight"]
     align = grads(out.aux_losses["alignment"])
-    assert align["shared.net.0.weight"] and not align["private.audio.net.0.weight"]
+    assert (
+        align["shared.experts.0.net.0.weight"] and not align["private.audio.experts.0.net.0.weight"]
+    )
     feat = grads(out.aux_losses["feature_reconstruction"])
     assert feat["decoders.audio.net.0.weight"] and feat["encoders.vision.proj.weight"]
     assert not feat["decoders.text.net.0.weight"]  # text absent in the input: no target pair
@@ -323,7 +329,7 @@ def switched(batch: Batch, **switch) -> tuple[tuple, tuple]:
 def test_each_switch_changes_the_computation(batch, switch):
     (base_pred, base_loss), (pred, loss) = switched(batch, **{switch: SWITCHES[switch]})
     assert not torch.allclose(base_loss, loss)
-    if switch in ("use_representation_reconstruction", "fusion"):
+    if switch in ("use_representation_reconstruction", "fusion", "experts"):
         assert not torch.allclose(base_pred, pred)  # the forward pass itself differs
     else:
         assert torch.equal(base_pred, pred)  # only the objective differs
@@ -341,12 +347,14 @@ def test_weights_default_to_the_reference_and_zero_weight_skips_the_loss(batch):
         "alignment": 0.3,
         "feature_reconstruction": 1.0,
         "representation_reconstruction": 1.0,
+        "shared_variance": 1.0,
     }
     zero = make(
         orthogonality_weight=0.0,
         alignment_weight=0.0,
         feature_reconstruction_weight=0.0,
         representation_reconstruction_weight=0.0,
+        variance_weight=0.0,
     ).train()
     assert zero(corrupt(batch)).aux_losses == {}
 
@@ -490,4 +498,46 @@ def test_trains_in_the_training_loop(tiny_dataset):
     last = reporter.history[-1]
     for name in AUX_NAMES:
         assert math.isfinite(last[f"train/aux/{name}"]), name
+    assert last["train/monitor/shared_variance"] > 0  # the shared space's health, every epoch
     assert math.isfinite(last[OBJECTIVE]) and outcome.epochs_run == 1
+
+
+# --- the shared space cannot collapse; the experts are gated per sample ---------------------
+
+
+def test_a_collapsed_shared_space_is_penalised_and_shows_in_the_monitor(batch):
+    """A shared space that maps everything to one vector zeroes the alignment loss (and the
+    orthogonality, centred over the batch): only the variance hinge sees it."""
+    healthy = make(dropout=0.0).train()
+    collapsed = make(dropout=0.0).train()
+    with torch.no_grad():  # every shared expert's output nearly one constant vector
+        for expert in collapsed.shared.experts:
+            expert.net[-1].weight.mul_(1e-4)
+            expert.net[-1].bias.fill_(0.5)
+    data = corrupt(batch)
+    sick, well = collapsed(data), healthy(data)
+    assert sick.aux_losses["alignment"] < 1e-4 < well.aux_losses["alignment"]
+    assert sick.aux_losses["shared_variance"] > 0.95  # near its maximum, 1
+    assert well.aux_losses["shared_variance"] < sick.aux_losses["shared_variance"]
+    assert sick.monitors["shared_variance"] < 1e-6 < well.monitors["shared_variance"]
+    collapsed.zero_grad()
+    sick.aux_losses["shared_variance"].backward()
+    assert collapsed.shared.experts[0].net[-1].weight.grad.abs().sum() > 0  # pushed apart
+
+
+def test_the_experts_are_mixed_per_sample(batch):
+    model = make(dropout=0.0, experts=3).eval()
+    with torch.no_grad():
+        out = model(batch)
+        gates = out.extras["private_gates"]  # (B, M, K)
+        assert gates.shape == (batch.size, len(MODALITIES), 3)
+        torch.testing.assert_close(gates.sum(dim=-1), torch.ones(batch.size, len(MODALITIES)))
+        assert gates.std(dim=0).min() > 1e-4  # every gate moves from sample to sample
+        assert out.extras["shared_gates"].std(dim=0).min() > 1e-4
+        # The audio private representation is the gate-weighted sum of its experts' outputs.
+        a = MODALITIES.index("audio")
+        u = model._encode(batch).u[:, a]
+        experts = torch.stack([e(u) for e in model.private["audio"].experts], dim=1)
+        mixed = (gates[:, a].unsqueeze(-1) * experts).sum(dim=1)
+        present = batch.present["audio"]
+        torch.testing.assert_close(out.extras["private"][present, a], mixed[present])

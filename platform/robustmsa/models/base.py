@@ -6,6 +6,8 @@ Every model maps a `Batch` to a `ModelOutput`:
 - ``aux_losses``: named scalar auxiliary losses, unweighted; the training loop multiplies each
   by ``model.aux_loss_weights()[name]`` and adds it to the task loss it computes itself;
 - ``extras``: tensors a study may inspect (reliabilities, routing weights, ...), detached or not;
+- ``monitors``: named scalars the training loop averages over the epoch and reports as
+  ``train/monitor/<name>`` (health signals, never optimised: DERL's shared-space variance);
 - ``task_weight``: optional float32 ``(B,)`` per-sample weights of the task loss (mean 1,
   detached), for a model that judges some samples noisier than others (QA-MoE's
   heteroscedastic branch); None: every sample counts the same.
@@ -38,6 +40,7 @@ class ModelOutput:
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     task_weight: torch.Tensor | None = None
+    monitors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ Follows the paper's description (the abstract):
 
 This project's reading (not specified by what is public):
 
-- the hybrid experts: one private expert per modality (its own MLP) and one shared expert whose
-  MLP is the SAME for every modality (MISA's shared encoder), both applied to the modality's
-  utterance vector ``u_m`` (frame projection, GELU, LayerNorm, mean over valid frames:
-  `layers.ModalityEncoder`);
+- the hybrid experts, gated per sample: each modality's private representation is a mixture of
+  ``experts`` private MLPs of its own, and its shared representation a mixture of ``experts``
+  shared MLPs whose weights are the SAME for every modality (MISA's shared encoder, made a
+  mixture), both applied to the modality's utterance vector ``u_m`` (frame projection, GELU,
+  LayerNorm, mean over valid frames: `layers.ModalityEncoder`). The mixture weights are a
+  softmax of a linear router on ``u_m``, per sample (dense: every expert runs, as few are
+  needed here; `GatedExperts`). The abstract names "hybrid experts" without saying how they
+  are chosen; a per-sample soft gate is the smallest reading in which different samples use
+  different experts. ``experts: 1`` is one MLP per space (the previous reading);
 - orthogonality: MISA's soft subspace orthogonality (``DiffLoss``), per modality over the
   samples where it is present: centre ``P_m`` and ``S_m`` over the batch, divide each row by its
   (detached) L2 norm, then ``mean((P_m^T S_m)^2)`` over the ``H x H`` entries; averaged over the
@@ -28,6 +33,16 @@ This project's reading (not specified by what is public):
 - alignment: ``1 - cos(s_m, s_n)`` per sample, averaged over the pairs of modalities both
   present (scale-free, so it cannot be met by shrinking the shared vectors; MISA uses CMD
   instead). Default weight 0.3 (MISA on MOSI, "sim");
+- collapse of the shared space: a shared vector that is the same for every sample and modality
+  sets the alignment, the orthogonality (centred over the batch) and the representation
+  reconstruction losses all to 0, so those losses alone reward it. A variance hinge keeps it
+  spread (VICReg's, Bardes et al., ICLR 2022): per modality, over the samples where it is
+  present (at least two), each dimension's standard deviation ``sqrt(var + 1e-4)`` across the
+  batch should reach 1, ``shared_variance = mean(relu(1 - std))`` over dimensions and
+  modalities. Default weight 1.0 (VICReg's variance weight relative to its invariance term is
+  25/25); not in the paper. Its monitor ``shared_variance`` (`ModelOutput.monitors`), the mean
+  per-dimension variance of the shared vectors, is logged every epoch whatever the weight, so
+  a collapse shows in the run;
 - feature reconstruction: a per-modality decoder maps ``p_m + s_m`` (MISA sums the two) to the
   MEAN OVER VALID FRAMES of the standardised input frames (not frame by frame), MSE, on the
   samples where the modality is present in the input and in the target. The target is the clean
@@ -99,19 +114,24 @@ class DERLConfig:
     use_alignment: bool = True  # "alignment": shared parts across modalities
     use_feature_reconstruction: bool = True  # "feature_reconstruction": decoders of p + s
     use_representation_reconstruction: bool = True  # imputers of a missing modality's s
+    use_variance: bool = True  # "shared_variance": the shared space may not collapse
+    experts: int = 3  # per space: each modality's private mixture, and the shared mixture
     fusion: Literal["importance", "mean"] = "importance"
     orthogonality_weight: float = 0.1  # MISA on MOSI ("diff")
     alignment_weight: float = 0.3  # MISA on MOSI ("sim")
     feature_reconstruction_weight: float = 1.0  # MISA on MOSI ("recon")
     representation_reconstruction_weight: float = 1.0  # MISA's recon weight reused
+    variance_weight: float = 1.0  # VICReg's variance hinge, relative to the others
 
     def __post_init__(self) -> None:
         if isinstance(self.text, dict):  # direct construction from a plain mapping
             self.text = TextInputConfig(**self.text)
         if not isinstance(self.text, TextInputConfig):
             raise ValueError(f"text: expected a TextInputConfig, got {self.text!r}")
-        if self.hidden < 1:
-            raise ValueError(f"hidden: must be >= 1, got {self.hidden}")
+        for name in ("hidden", "experts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: must be an int >= 1, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:  # also rejects NaN
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.fusion not in FUSIONS:
@@ -121,6 +141,7 @@ class DERLConfig:
             "alignment_weight",
             "feature_reconstruction_weight",
             "representation_reconstruction_weight",
+            "variance_weight",
         ):
             value = getattr(self, name)
             if not (value >= 0.0 and math.isfinite(value)):
@@ -166,6 +187,24 @@ def alignment_loss(shared: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return ((1.0 - cos) * pairs).sum() / pairs.sum().clamp_min(1.0)
 
 
+def variance_hinge(shared: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's variance term on the shared space, and the variance it watches.
+
+    ``shared`` (B, M, H); ``valid`` (B, M) bool -> (``mean(relu(1 - sqrt(var + 1e-4)))``, the
+    mean per-dimension variance), both scalars float32, each averaged over the modalities valid
+    in at least two samples (0 with none). ``var``: per dimension, over the valid samples.
+    """
+    v = valid.to(torch.float32).unsqueeze(-1)  # (B, M, 1)
+    count = v.sum(dim=0)  # (M, 1)
+    x = shared.float()
+    mean = (x * v).sum(dim=0) / count.clamp_min(1.0)  # (M, H)
+    var = ((x - mean).pow(2) * v).sum(dim=0) / (count - 1.0).clamp_min(1.0)  # (M, H)
+    has = (count.squeeze(-1) > 1).to(torch.float32)  # (M,)
+    hinge = torch.relu(1.0 - torch.sqrt(var + 1e-4)).mean(dim=-1)  # (M,)
+    n = has.sum().clamp_min(1.0)
+    return (hinge * has).sum() / n, (var.mean(dim=-1) * has).sum() / n
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Squared error averaged over the last dim, then over the valid (sample, modality) pairs.
 
@@ -177,6 +216,27 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) ->
 
 
 # --- the model --------------------------------------------------------------------------------
+
+
+class GatedExperts(nn.Module):
+    """``experts`` MLPs (H -> H -> H) mixed per sample by a softmax router on the input.
+
+    ``x`` (N, H) -> (output (N, H), gates (N, experts) float32, rows summing to 1). Every
+    expert runs on every row (dense): with the few experts of DERL a sparse dispatch saves
+    nothing. No dropout inside, so the clean-target pass is deterministic.
+    """
+
+    def __init__(self, hidden: int, experts: int):
+        super().__init__()
+        self.experts = nn.ModuleList(MLP(hidden, hidden, hidden) for _ in range(experts))
+        self.router = nn.Linear(hidden, experts) if experts > 1 else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.router is None:
+            return self.experts[0](x), x.new_ones(x.shape[0], 1, dtype=torch.float32)
+        gates = self.router(x).float().softmax(dim=-1)  # (N, K)
+        outputs = torch.stack([e(x) for e in self.experts], dim=1)  # (N, K, H)
+        return (gates.to(outputs.dtype).unsqueeze(-1) * outputs).sum(dim=1), gates
 
 
 @dataclass
@@ -193,13 +253,15 @@ class DERL(MSAModel):
 
     aux_losses (unweighted; training mode only, each only when switched on with a weight > 0):
     ``orthogonality``, ``alignment``, ``feature_reconstruction``,
-    ``representation_reconstruction``.
+    ``representation_reconstruction``, ``shared_variance``. monitors (training mode):
+    ``shared_variance``, the mean per-dimension variance of the shared vectors.
 
     extras (detached): ``importance`` (B, 6) fusion weights over `EXPERTS` (rows sum to 1 over
     the available experts, 0 elsewhere; all 0 when none is available); ``available`` (B, 6)
     float 0/1; ``private`` (B, 3, H) (zeros for an absent modality); ``shared`` (B, 3, H) the
     shared experts as fused (the imputation for an absent modality, zeros without imputers);
-    ``imputed_shared`` (B, 3, H) every modality's imputation from the others (imputers only).
+    ``imputed_shared`` (B, 3, H) every modality's imputation from the others (imputers only);
+    ``private_gates``, ``shared_gates`` (B, 3, K) the experts' per-sample mixture weights.
     """
 
     def __init__(self, config: DERLConfig, dims: dict[str, int]):
@@ -211,9 +273,9 @@ class DERL(MSAModel):
         self.encoders = nn.ModuleDict(
             {m: ModalityEncoder(in_dims[m], hid, config.dropout) for m in MODALITIES}
         )
-        # Hybrid experts. No dropout inside, so the clean-target pass is deterministic.
-        self.private = nn.ModuleDict({m: MLP(hid, hid, hid) for m in MODALITIES})
-        self.shared = MLP(hid, hid, hid)  # one set of weights for every modality
+        # Hybrid experts, gated per sample (no dropout inside: deterministic clean targets).
+        self.private = nn.ModuleDict({m: GatedExperts(hid, config.experts) for m in MODALITIES})
+        self.shared = GatedExperts(hid, config.experts)  # one set of weights for every modality
         self.decoders = (
             nn.ModuleDict({m: MLP(hid, hid, in_dims[m]) for m in MODALITIES})
             if config.use_feature_reconstruction
@@ -241,6 +303,7 @@ class DERL(MSAModel):
             "alignment": cfg.alignment_weight,
             "feature_reconstruction": cfg.feature_reconstruction_weight,
             "representation_reconstruction": cfg.representation_reconstruction_weight,
+            "shared_variance": cfg.variance_weight,
         }
 
     def _encode(self, batch: Batch, *, deterministic: bool = False) -> _Encoded:
@@ -258,10 +321,17 @@ class DERL(MSAModel):
             present.append(batch.present[m])
         return _Encoded(torch.stack(us, dim=1), torch.stack(present, dim=1), pooled)
 
-    def _disentangle(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``u`` (B, M, H) -> private (B, M, H), shared (B, M, H)."""
-        private = torch.stack([self.private[m](u[:, i]) for i, m in enumerate(MODALITIES)], 1)
-        return private, self.shared(u)
+    def _disentangle(
+        self, u: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``u`` (B, M, H) -> private (B, M, H), shared (B, M, H), and their gates (B, M, K)
+        float32 each."""
+        parts = [self.private[m](u[:, i]) for i, m in enumerate(MODALITIES)]
+        private = torch.stack([p for p, _ in parts], dim=1)
+        private_gates = torch.stack([g for _, g in parts], dim=1)
+        b, m, h = u.shape
+        shared, shared_gates = self.shared(u.reshape(b * m, h))
+        return private, shared.reshape(b, m, h), private_gates, shared_gates.reshape(b, m, -1)
 
     def _impute(
         self, private: torch.Tensor, shared: torch.Tensor, present: torch.Tensor
@@ -292,7 +362,7 @@ class DERL(MSAModel):
         enc = self._encode(batch)
         present = enc.present  # (B, M)
         keep = present.unsqueeze(-1)  # (B, M, 1)
-        raw_private, raw_shared = self._disentangle(enc.u)  # (B, M, H) each
+        raw_private, raw_shared, private_gates, shared_gates = self._disentangle(enc.u)
         private = torch.where(keep, raw_private, torch.zeros_like(raw_private))
         shared = torch.where(keep, raw_shared, torch.zeros_like(raw_shared))
 
@@ -310,18 +380,22 @@ class DERL(MSAModel):
         fused = (weights.to(experts.dtype).unsqueeze(-1) * experts).sum(dim=1)  # (B, H)
         prediction = self.head(fused).squeeze(-1).float()  # (B,)
 
-        aux = {}
+        aux, monitors = {}, {}
         if self.training:
             aux = self._aux_losses(batch, enc, raw_private, raw_shared, imputed)
+            with torch.no_grad():
+                monitors["shared_variance"] = variance_hinge(raw_shared, present)[1]
         extras = {
             "importance": weights.detach(),
             "available": available.to(torch.float32),
             "private": private.detach(),
             "shared": fused_shared.detach(),
+            "private_gates": private_gates.detach(),
+            "shared_gates": shared_gates.detach(),
         }
         if imputed is not None:
             extras["imputed_shared"] = imputed.detach()
-        return ModelOutput(prediction=prediction, aux_losses=aux, extras=extras)
+        return ModelOutput(prediction=prediction, aux_losses=aux, extras=extras, monitors=monitors)
 
     def _aux_losses(
         self,
@@ -342,7 +416,7 @@ class DERL(MSAModel):
             with torch.no_grad():  # stop-gradient targets from the clean sample
                 clean = self._encode(batch.clean, deterministic=True)
                 target_present, target_pooled = clean.present, clean.pooled
-                target_shared = self.shared(clean.u) if want_representations else shared
+                target_shared = self._disentangle(clean.u)[1] if want_representations else shared
         target_pooled = [t.detach() for t in target_pooled]
         target_shared = target_shared.detach()
 
@@ -358,6 +432,8 @@ class DERL(MSAModel):
                 aux["orthogonality"] = orthogonality_loss(private, shared, present)
             if cfg.use_alignment and cfg.alignment_weight > 0:
                 aux["alignment"] = alignment_loss(shared, present)
+            if cfg.use_variance and cfg.variance_weight > 0:
+                aux["shared_variance"] = variance_hinge(shared, present)[0]
             if want_features:
                 err = torch.stack(  # (B, M): squared error averaged over each modality's dims
                     [

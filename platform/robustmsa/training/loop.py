@@ -226,7 +226,8 @@ def train_epoch(
     autocast: torch.dtype | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``order``: mean ``train/loss``, ``train/task_loss`` and ``train/aux/*``.
+    """One pass over ``order``: mean ``train/loss``, ``train/task_loss``, ``train/aux/*`` and
+    ``train/monitor/*`` (`ModelOutput.monitors`).
 
     ``parameters``: the ones ``optimizer`` steps (a training stage's): every gradient of the
     model is then cleared each step and only these are clipped. None: all of the model's.
@@ -259,6 +260,7 @@ def train_epoch(
             after_step()
         parts = {"train/loss": loss, "train/task_loss": task}
         parts.update({f"train/aux/{k}": v for k, v in out.aux_losses.items()})
+        parts.update({f"train/monitor/{k}": v for k, v in out.monitors.items()})
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         steps += 1
