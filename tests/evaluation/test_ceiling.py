@@ -12,10 +12,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from robustmsa.data import mosi_labels
 from robustmsa.data.batch import MODALITIES
-from robustmsa.data.oracle import Oracle
+from robustmsa.data.oracle import DECIDED, Oracle
 from robustmsa.data.parquet import open_dataset
 from robustmsa.data.schema import SPLITS
+from robustmsa.data.synthetic import LabelMap
 from robustmsa.evaluation.ceiling import OracleModel, oracle_rows
 from robustmsa.evaluation.metrics import regression_metrics
 from robustmsa.evaluation.spectrum import STREAM_KEY, SpectrumEvaluator
@@ -91,10 +93,15 @@ def test_rows_are_the_oracle_on_the_models_corrupted_inputs(rows, valid, points,
         batch = apply_point(
             clean, p.point, seed=SEED, stream_key=STREAM_KEY, digest=digest, draws=draws
         )
-        expected = regression_metrics(oracle.predict(batch).numpy(), labels)
-        for metric in ("mae", "corr"):
+        median, decided = oracle.decisions(batch)
+        expected = regression_metrics(median.numpy(), labels)
+        for metric in ("mae", "corr", "f1_has0"):  # no per-sample Bayes decision: the median's
             got = _value(rows, p.protocol, p.modalities, p.level, metric)
             assert got == pytest.approx(float(expected[metric]), rel=1e-5, abs=1e-6), p.key
+        for metric in DECIDED:  # each accuracy scored on its own Bayes decision
+            own = regression_metrics(decided[metric].numpy(), labels)[metric]
+            got = _value(rows, p.protocol, p.modalities, p.level, metric)
+            assert got == pytest.approx(float(own), rel=1e-6, nan_ok=True), (p.key, metric)
 
 
 def test_noise_needs_the_reliability_apply_point_sets(valid, tiny_dataset):
@@ -138,3 +145,55 @@ def test_a_process_computes_each_table_once_and_hands_out_copies(valid, points, 
         oracle_rows(SpectrumEvaluator(valid, points, seed=SEED + 2, batch_size=16))
     with pytest.raises(AssertionError, match="ran again"):
         oracle_rows(SpectrumEvaluator(valid, points[:2], seed=SEED + 1, batch_size=16))
+
+
+LABEL_MAPS = {
+    "linear": LabelMap("linear", center=0.2, scale=1.3, lo=-3.0, hi=3.0),
+    "linear-narrow": LabelMap("linear", center=0.0, scale=0.5, lo=-1.0, hi=1.0),
+    "mosi-quantile": LabelMap("quantile", lo=-3.0, hi=3.0, knots=tuple(mosi_labels.train_labels())),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LABEL_MAPS))
+def test_class_probabilities_match_sampling_the_posterior(name):
+    """Brute force: draw the score from its Gaussian posterior, map it, round as the metrics
+    do, count."""
+    label_map = LABEL_MAPS[name]
+    mean = torch.tensor([-1.2, -0.1, 0.0, 0.4, 2.0], dtype=torch.float64)
+    var = torch.tensor([0.05, 0.3, 1.0, 0.02, 0.5], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    draws = mean[:, None] + var.sqrt()[:, None] * torch.randn(
+        5, 200_000, generator=gen, dtype=torch.float64
+    )
+    y = label_map(draws).numpy()
+    for bound in (2.0, 3.0):
+        classes, probs = label_map.class_probabilities(mean, var, bound)
+        counted = np.round(np.clip(y, -bound, bound))
+        for j, c in enumerate(classes.tolist()):
+            freq = (counted == c).mean(axis=1)
+            np.testing.assert_allclose(probs[:, j].numpy(), freq, atol=5e-3, err_msg=f"{c}")
+        np.testing.assert_allclose(probs.sum(dim=1).numpy(), 1.0, atol=1e-9)
+    positive, negative = label_map.probability_positive(mean, var)
+    np.testing.assert_allclose(positive.numpy(), (y > 0).mean(axis=1), atol=5e-3)
+    np.testing.assert_allclose(negative.numpy(), (y < 0).mean(axis=1), atol=5e-3)
+
+
+def test_the_accuracy_decisions_beat_rounding_the_median_in_expectation(valid, tiny_dataset):
+    """Under the posterior each decision's expected accuracy is the highest a per-sample
+    prediction can have, so at least the median's; on the MOSI label map, whose mass sits on
+    few values, the modal class is often not the median's."""
+    oracle = Oracle.load(tiny_dataset)
+    oracle.label_map = LABEL_MAPS["mosi-quantile"]
+    (point,) = build_points(["noise@all"], [0.8])
+    clean = valid.batch(np.arange(len(valid)))
+    batch = apply_point(clean, point.point, seed=SEED, stream_key=STREAM_KEY, digest="d")
+    median, decided = oracle.decisions(batch)
+    mean, var = oracle.posterior_score(batch)
+    for metric, bound in (("acc7", 3.0), ("acc5", 2.0)):
+        classes, probs = oracle.label_map.class_probabilities(mean, var, bound)
+        lowest = classes[0]
+        ours = probs.gather(1, (decided[metric].double() - lowest).round().long()[:, None])
+        rounded_median = median.double().clamp(-bound, bound).round()
+        rounded = probs.gather(1, (rounded_median - lowest).round().long()[:, None])
+        assert (ours >= rounded - 1e-12).all(), metric
+        assert (ours > rounded + 1e-6).any(), metric

@@ -13,6 +13,7 @@ import pytest
 from paths import REPO
 from robustmsa.evaluation.figures import (
     ORACLE_LABEL,
+    ORACLE_PREDICTIONS_LABEL,
     curve_figure,
     curve_figures,
     curve_series,
@@ -146,6 +147,22 @@ def test_curve_figure_labels_metric_split_and_oracle():
     assert styles == ["-", "--", "-", "--"]
     oracle_text = ax.get_lines()[3]
     assert list(oracle_text.get_ydata()) == pytest.approx([1.2 + lv for lv in LEVELS])
+
+
+@pytest.mark.parametrize(
+    ("metric", "label"),
+    [("mae", ORACLE_LABEL), ("acc7", ORACLE_LABEL), ("corr", ORACLE_PREDICTIONS_LABEL)],
+)
+def test_the_oracle_is_called_a_ceiling_only_where_it_is_one(metric, label):
+    rows = [{**r, "metric": metric} for r in _curve_rows()]
+    fig = curve_figure(
+        "missing",
+        curve_series(rows, "missing", metric),
+        curve_series(rows, "missing", metric),
+        metric=metric,
+        split="valid",
+    )
+    assert f"{label} (all)" in [line.get_label() for line in fig.axes[0].get_lines()]
 
 
 def test_heatmap_figure_plots_the_matrix():

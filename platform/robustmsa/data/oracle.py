@@ -53,6 +53,14 @@ Derivation, per sample:
 7. Label ``y = g(s)`` with ``g`` non-decreasing (`LabelMap`), so ``g(median of s) =
    g(w . mu_z)`` is a posterior median of ``y``: the prediction minimising the expected
    absolute error. With no information it is ``g(0)``, the prior median of the label.
+8. Other metrics have other Bayes decisions (`decisions`). An accuracy over classes is
+   maximised, sample by sample, by the class of highest posterior probability: for Acc-7 and
+   Acc-5 the class ``round(clip(y, -k, k))`` whose mass under ``g(s)``, ``s ~ N(w . mu_z,
+   var)``, is largest (`LabelMap.class_probabilities`); for Acc-2 the sign with the larger
+   probability (``P(y >= 0) >= 1/2`` for ``has0``, ``P(y > 0) >= P(y < 0)`` for ``non0``,
+   which scores only samples with ``y != 0``). Correlation and weighted F1 are not sums of
+   per-sample terms, so no per-sample decision maximises them in closed form: for those the
+   oracle's numbers are those of its median predictions, not a bound (`DECIDED`).
 
 Computed in float64 on the batch's device; the prediction is returned as float32.
 """
@@ -71,6 +79,11 @@ from robustmsa.data.batch import MODALITIES, Batch
 from robustmsa.data.schema import METADATA_KEY, DatasetMeta
 from robustmsa.data.synthetic import GENERATOR_FILE, GeneratorParams, LabelMap, read_generator
 from robustmsa.errors import DataError
+
+# The metrics for which `Oracle.decisions` gives the Bayes decision; with MAE (the posterior
+# median, `Oracle.predict`) the metrics on which the oracle is a ceiling.
+DECIDED: tuple[str, ...] = ("acc2_has0", "acc2_non0", "acc5", "acc7")
+BOUNDED: frozenset[str] = frozenset(("mae", *DECIDED))
 
 # Elements of the float64 copy of the frames that `_valid_frame_sums` makes at a time (2 MiB).
 _SUM_CHUNK_ELEMENTS = 1 << 18
@@ -220,6 +233,22 @@ class Oracle:
         """The posterior median of the label, float32 (B,): ``g(E[s | obs])`` (step 7)."""
         mean, _ = self.posterior_score(batch)
         return self.label_map(mean).to(torch.float32)
+
+    @torch.no_grad()
+    def decisions(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The posterior median (float32 (B,), `predict`) and, for each metric of `DECIDED` with
+        a closed-form Bayes decision, the prediction that maximises its expected value under the
+        posterior, float32 (B,) each (step 8 of the module docstring)."""
+        mean, var = self.posterior_score(batch)
+        decided = {}
+        for metric, bound in (("acc7", 3.0), ("acc5", 2.0)):
+            classes, probs = self.label_map.class_probabilities(mean, var, bound)
+            decided[metric] = classes[probs.argmax(dim=1)].to(torch.float32)
+        positive, negative = self.label_map.probability_positive(mean, var)
+        one = torch.ones_like(mean, dtype=torch.float32)
+        decided["acc2_has0"] = torch.where(1.0 - negative >= 0.5, one, -one)  # P(y >= 0)
+        decided["acc2_non0"] = torch.where(positive >= negative, one, -one)
+        return self.label_map(mean).to(torch.float32), decided
 
     def prior_median(self) -> float:
         """The label's prior median ``g(0)``: the prediction with nothing observed."""

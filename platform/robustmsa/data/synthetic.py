@@ -207,6 +207,77 @@ class LabelMap:
             return knots[k.clamp(0, n - 1)]
         raise ValueError(f"label map kind {self.kind!r} unknown")
 
+    def class_probabilities(
+        self, mean: torch.Tensor, var: torch.Tensor, bound: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(classes (C,), probs (B, C))``: for ``s ~ N(mean, var)`` (B,) each, the probability
+        of each class ``round(clip(g(s), -bound, bound))`` (NumPy's rounding, half to even, as
+        the Acc-5/7 metrics round), float64; ``classes`` are ``-bound .. bound``.
+
+        ``quantile``: the label takes the knot values only; each distinct value ``v`` has mass
+        ``Phi(b(v)) - Phi(b(v-))`` with ``b(v) = Phi^-1(#knots <= v / N)`` standardised by the
+        posterior (``g(s) <= v`` exactly when ``Phi(s) <= #knots <= v / N``), and its class is
+        the metric's rounding of ``v``. ``linear``: ``g`` is continuous inside ``(lo, hi)``, so
+        the class of ``c`` is ``g(s)`` in ``(c - 0.5, c + 0.5)`` up to a null set; the end classes
+        take the tails (and the atoms of the clipping at ``lo`` and ``hi``).
+        """
+        mean, sd = mean.to(torch.float64), var.to(torch.float64).sqrt()
+        b = int(bound)
+        classes = torch.arange(-b, b + 1, dtype=torch.float64, device=mean.device)
+
+        def below(score_bound: torch.Tensor) -> torch.Tensor:  # P(s <= bound), (B, V)
+            return torch.special.ndtr((score_bound[None, :] - mean[:, None]) / sd[:, None])
+
+        if self.kind == "linear":
+            t = classes[:-1] + 0.5  # (C - 1,) label edges -> the score bounds below them
+            edges = ((t - self.center) / self.scale).masked_fill(t >= self.hi, math.inf)
+            cdf = below(edges.masked_fill(t < self.lo, -math.inf))
+            ones = torch.ones_like(cdf[:, :1])
+            upper = torch.cat([cdf, ones], dim=1)
+            lower = torch.cat([torch.zeros_like(ones), cdf], dim=1)
+            return classes, (upper - lower).clamp_min(0.0)
+        if self.kind != "quantile":
+            raise ValueError(f"label map kind {self.kind!r} unknown")
+        knots = np.asarray(self.knots, dtype=np.float64)
+        values = np.unique(knots)  # sorted
+        n = knots.size
+        at_most = np.searchsorted(knots, values, side="right") / n  # P(g(s) <= v) in Phi(s)
+        below_v = np.searchsorted(knots, values, side="left") / n  # P(g(s) < v)
+        to_score = lambda q: torch.special.ndtri(  # noqa: E731 - Phi^-1, +-inf at 0 and 1
+            torch.tensor(q, dtype=torch.float64, device=mean.device)
+        )
+        mass = below(to_score(at_most)) - below(to_score(below_v))  # (B, V)
+        value_class = np.round(np.clip(values, -bound, bound))
+        onto = torch.tensor(value_class + b, dtype=torch.long, device=mean.device)
+        probs = torch.zeros(mean.shape[0], classes.numel(), dtype=torch.float64, device=mean.device)
+        probs.index_add_(1, onto, mass.clamp_min(0.0))
+        return classes, probs
+
+    def probability_positive(
+        self, mean: torch.Tensor, var: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P(g(s) > 0), P(g(s) < 0))`` for ``s ~ N(mean, var)``, (B,) each, float64."""
+        mean, sd = mean.to(torch.float64), var.to(torch.float64).sqrt()
+        if self.kind == "linear":
+            zero = (0.0 - self.center) / self.scale
+            if self.hi <= 0.0 or self.lo > 0.0:  # the clipped map is never (or always) > 0
+                zero = math.inf if self.hi <= 0.0 else -math.inf
+            above = torch.special.ndtr((mean - zero) / sd)
+            return above, 1.0 - above
+        knots = np.asarray(self.knots, dtype=np.float64)
+        n = knots.size
+        bounds = torch.special.ndtri(
+            torch.tensor(
+                [np.searchsorted(knots, 0.0, side="left") / n,
+                 np.searchsorted(knots, 0.0, side="right") / n],
+                dtype=torch.float64,
+                device=mean.device,
+            )
+        )  # fmt: skip
+        negative = torch.special.ndtr((bounds[0] - mean) / sd)  # g(s) < 0
+        at_most_zero = torch.special.ndtr((bounds[1] - mean) / sd)  # g(s) <= 0
+        return 1.0 - at_most_zero, negative
+
     def describe(self) -> str:
         if self.kind == "linear":
             return f"linear(center={self.center:g},scale={self.scale:g})"

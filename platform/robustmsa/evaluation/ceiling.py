@@ -21,7 +21,7 @@ import torch
 from robustmsa.data.batch import Batch
 from robustmsa.data.oracle import Oracle
 from robustmsa.data.synthetic import GENERATOR_FILE
-from robustmsa.evaluation.spectrum import SpectrumEvaluator
+from robustmsa.evaluation.spectrum import DECISION_PREFIX, SpectrumEvaluator
 from robustmsa.models.base import ModelOutput, MSAModel
 
 ORACLE_MEMO_SIZE = 8  # tables kept per process (a study uses two: valid and test)
@@ -30,7 +30,9 @@ _MEMO: OrderedDict[tuple, list[dict]] = OrderedDict()
 
 class OracleModel(MSAModel):
     """The oracle behind the model contract: ``model(batch).prediction`` is the oracle's
-    posterior median of the label, float32 ``(B,)``.
+    posterior median of the label, float32 ``(B,)``; its extras ``decision/<metric>`` are the
+    Bayes decisions of the accuracies (`Oracle.decisions`), which the evaluator scores those
+    metrics on (`robustmsa.evaluation.spectrum.DECISION_PREFIX`).
 
     It has no parameters; ``eval``/``train`` change nothing it computes. It reads
     ``batch.reliability`` (the noise level λ of each modality), which `apply_point` sets on
@@ -42,7 +44,9 @@ class OracleModel(MSAModel):
         self.oracle = oracle
 
     def forward(self, batch: Batch) -> ModelOutput:
-        return ModelOutput(prediction=self.oracle.predict(batch))
+        median, decided = self.oracle.decisions(batch)
+        extras = {DECISION_PREFIX + metric: value for metric, value in decided.items()}
+        return ModelOutput(prediction=median, extras=extras)
 
 
 def oracle_rows(

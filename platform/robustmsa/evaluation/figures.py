@@ -38,6 +38,16 @@ CURVE_PROTOCOLS = ("missing", "noise", "joint")
 PATTERNS = "patterns"
 GRID = "grid"
 ORACLE_LABEL = "Bayes oracle"
+# On a metric without a per-sample Bayes decision (correlation, F1) the oracle's curve is what
+# its predictions score, not a ceiling (`robustmsa.data.oracle.BOUNDED`).
+ORACLE_PREDICTIONS_LABEL = "oracle predictions (not a bound)"
+
+
+def oracle_label(metric: str) -> str:
+    """The legend of the oracle's curve on ``metric``."""
+    from robustmsa.data.oracle import BOUNDED
+
+    return ORACLE_LABEL if metric in BOUNDED else ORACLE_PREDICTIONS_LABEL
 X_LABELS = {
     "missing": "missing rate η",
     "noise": "noise level λ",
@@ -169,7 +179,8 @@ def curve_figure(
         ax.plot(levels, values, marker="o", markersize=3, color=color, label=scope)
         if scope in reference:
             ref_levels, ref_values = reference[scope]
-            label = ORACLE_LABEL if len(series) == 1 else f"{ORACLE_LABEL} ({scope})"
+            name = oracle_label(metric)
+            label = name if len(series) == 1 else f"{name} ({scope})"
             ax.plot(ref_levels, ref_values, linestyle="--", color=color, label=label)
     ax.set_xlabel(X_LABELS.get(protocol, "level"))
     ax.set_ylabel(_metric_label(metric))
@@ -203,7 +214,7 @@ def patterns_figure(
                 i + 0.35,
                 colors="k",
                 linestyles="--",
-                label=None if labelled else ORACLE_LABEL,
+                label=None if labelled else oracle_label(metric),
             )
             labelled = True
     ax.set_xticks(x, names, rotation=30, ha="right")

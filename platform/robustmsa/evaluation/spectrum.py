@@ -61,6 +61,12 @@ class Prepared:
         return Prepared(self.rows, self.clean.to(device), Draws(**moved), self.rates)
 
 
+# A model's extras under this prefix are its predictions for one metric alone (the oracle's
+# Bayes decisions, `robustmsa.evaluation.ceiling`); stored beside the point's key after "#".
+DECISION_PREFIX = "decision/"
+DECISION_SEPARATOR = "#"
+
+
 def _input_key(point: EvalPoint) -> object:
     """Equal for two points exactly when `apply_point` gives them the same batch (features,
     masks, presence and reliability): the ``(λ, η)`` of every modality, clean when unlisted.
@@ -156,7 +162,9 @@ class SpectrumEvaluator:
         self, model: MSAModel, device: torch.device | str = "cpu", progress: bool | str = False
     ) -> dict[str, np.ndarray]:
         """Predictions ``(N,)`` of ``model`` at every point in split row order, keyed by
-        ``point.key``. ``progress``: a bar over the points of every batch (True, or its label;
+        ``point.key``; a model's extras ``decision/<metric>`` (the oracle's Bayes decisions)
+        under ``point.key + "#" + metric``, and `table` scores that metric on them.
+        ``progress``: a bar over the points of every batch (True, or its label;
         `robustmsa.data.frame_cache.progress_bar`, tqdm_ray inside a Ray worker)."""
         was_training = model.training
         model.eval()
@@ -178,9 +186,18 @@ class SpectrumEvaluator:
                         digest=digest,
                         draws=prepared.draws,
                     )
-                    out = model(batch).prediction.float().cpu().numpy()
-                    for q in (p, *same):
-                        preds[q.key][prepared.rows] = out
+                    out = model(batch)
+                    values = {"": out.prediction} | {
+                        DECISION_SEPARATOR + k.removeprefix(DECISION_PREFIX): v
+                        for k, v in out.extras.items()
+                        if k.startswith(DECISION_PREFIX)
+                    }
+                    for suffix, value in values.items():
+                        array = value.float().cpu().numpy()
+                        for q in (p, *same):
+                            if q.key + suffix not in preds:
+                                preds[q.key + suffix] = np.full(len(self.split), np.nan, np.float32)
+                            preds[q.key + suffix][prepared.rows] = array
                     bar.update(1 + len(same))
         finally:
             bar.close()
@@ -204,7 +221,12 @@ class SpectrumEvaluator:
         labels = self.split.labels.numpy()
         rows = []
         for p in self.points:
-            for metric, value in regression_metrics(preds[p.key], labels).items():
+            values = regression_metrics(preds[p.key], labels)
+            for metric in values:  # a metric the model decided apart is scored on its decision
+                decided = preds.get(p.key + DECISION_SEPARATOR + metric)
+                if decided is not None:
+                    values[metric] = regression_metrics(decided, labels)[metric]
+            for metric, value in values.items():
                 rows.append(
                     {
                         "protocol": p.protocol,
