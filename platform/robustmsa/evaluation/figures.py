@@ -48,6 +48,8 @@ def oracle_label(metric: str) -> str:
     from robustmsa.data.oracle import BOUNDED
 
     return ORACLE_LABEL if metric in BOUNDED else ORACLE_PREDICTIONS_LABEL
+
+
 X_LABELS = {
     "missing": "missing rate η",
     "noise": "noise level λ",
