@@ -180,8 +180,9 @@ class SpectrumConfig:
                 raise ValueError(f"{name}: {exc}") from exc
 
 
-# Roles the study itself gives: the reference model and the Bayes oracle of the comparison.
-RESERVED_ROLES = frozenset({"reference", "oracle"})
+# Roles the study itself gives: the reference model, the Bayes oracle and the constant predictor
+# (the floor, `robustmsa.evaluation.floor.FLOOR`) of the comparison.
+RESERVED_ROLES = frozenset({"reference", "oracle", "constant"})
 _ROLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 

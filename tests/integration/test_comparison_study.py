@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from paths import REPO
 from robustmsa.config import load
+from robustmsa.evaluation.floor import FLOOR, logged_floor
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.search.kinds.compare_models import ORACLE, point_rows
 from robustmsa.search.trial import ROLE_TAG
@@ -59,8 +60,16 @@ def test_compare_models_study_logs_each_model_on_both_splits(smoke_comparison, t
     )
     table = pq.read_table(local).to_pylist()
     assert {(r["split"], r["model"]) for r in table} == {
-        (split, model) for split in ("valid", "test") for model in MODELS | {"reference", ORACLE}
+        (split, model)
+        for split in ("valid", "test")
+        for model in MODELS | {"reference", ORACLE, FLOOR}
     }
+    # The floor: the training median, the same MAE at every point, so its spectrum MAE is it.
+    floor = logged_floor(client, parent.info.run_id)
+    for split in ("valid", "test"):
+        assert metrics[f"compare/{split}/{FLOOR}/spectrum_mae"] == pytest.approx(
+            floor[split]["mae"], rel=1e-6
+        )
     for r in table:  # the table holds what the parent logged
         key = metric_key(f"compare/{r['split']}/{r['model']}/{r['summary']}")
         assert metrics[key] == pytest.approx(r["value"], rel=1e-12), key

@@ -71,6 +71,10 @@ def test_variants_are_the_configured_models_in_order():
         ),
         ("compare_models.models.a/b={name: qa_moe}", r"compare_models\.models\.a/b: a role is"),
         (
+            "compare_models.models.constant={name: qa_moe}",
+            r"compare_models\.models\.constant: a role is",
+        ),
+        (
             "compare_models.models={}",
             r"compare_models\.models: compare_models needs at least one model",
         ),

@@ -20,6 +20,7 @@ from robustmsa.config import from_dict, load
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import RobustMSAError
+from robustmsa.evaluation.floor import floor_metrics, logged_floor, train_median
 from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.study import SEARCH_METRIC, run_study
 from robustmsa.search.trial import ROLE_TAG
@@ -101,6 +102,15 @@ def test_study_nests_trials_under_a_finished_parent(nested_study, tmp_path):
         assert '"train": 160' in inputs[0].dataset.profile
     dataset = open_dataset(root / "data" / "synthetic-tiny-seed0")
     assert digest == dataset["train"].meta.digest
+    # The floor beside the models: the training median scored on each split, on the parent.
+    median = train_median(dataset["train"].labels.numpy())
+    floors = {s: floor_metrics(median, dataset[s].labels.numpy()) for s in ("valid", "test")}
+    assert logged_floor(client, result.parent_run_id)["valid"]["mae"] == pytest.approx(
+        floors["valid"]["mae"]
+    )
+    assert logged_floor(client, result.parent_run_id)["test"]["acc7"] == pytest.approx(
+        floors["test"]["acc7"]
+    )
     # The exported best config is complete and re-runnable: it loads and validates as is.
     text = client.download_artifacts(result.parent_run_id, "best_config.yaml", str(tmp_path))
     with open(text) as f:

@@ -171,9 +171,12 @@ def curve_figure(
     *,
     metric: str,
     split: str,
+    floor: float | None = None,
 ) -> Figure:
     """The figure of one curve protocol: ``series`` and ``reference`` as `curve_series` gives
-    them (the reference dashed, in its scope's colour). Not saved; a notebook displays it."""
+    them (the reference dashed, in its scope's colour); ``floor``: the constant predictor's
+    value of ``metric`` (`robustmsa.evaluation.floor`), a dotted grey line. Not saved; a
+    notebook displays it."""
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     ax = fig.add_subplot()
     for i, (scope, (levels, values)) in enumerate(series.items()):
@@ -184,6 +187,7 @@ def curve_figure(
             name = oracle_label(metric)
             label = name if len(series) == 1 else f"{name} ({scope})"
             ax.plot(ref_levels, ref_values, linestyle="--", color=color, label=label)
+    _draw_floor(ax, floor)
     ax.set_xlabel(X_LABELS.get(protocol, "level"))
     ax.set_ylabel(_metric_label(metric))
     ax.set_xlim(0.0, 1.0)
@@ -199,9 +203,10 @@ def patterns_figure(
     *,
     metric: str,
     split: str,
+    floor: float | None = None,
 ) -> Figure:
     """One bar per available-modality subset (``series`` from `curve_series` of ``patterns``);
-    the oracle as a dashed tick over each bar. Not saved."""
+    the oracle as a dashed tick over each bar, the floor (`curve_figure`) dotted. Not saved."""
     fig = Figure(figsize=(max(6.4, 0.9 * len(series) + 2.0), 4.4), layout="constrained")
     ax = fig.add_subplot()
     names = list(series)
@@ -219,6 +224,7 @@ def patterns_figure(
                 label=None if labelled else oracle_label(metric),
             )
             labelled = True
+    _draw_floor(ax, floor)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_xlabel("available modalities")
     ax.set_ylabel(_metric_label(metric))
@@ -228,6 +234,15 @@ def patterns_figure(
     return fig
 
 
+def _draw_floor(ax, floor: float | None) -> None:
+    """The constant predictor's value as a dotted grey line across ``ax`` (none when None or
+    not finite)."""
+    from robustmsa.evaluation.floor import FLOOR_LABEL
+
+    if floor is not None and np.isfinite(floor):
+        ax.axhline(floor, linestyle=":", color="0.4", label=FLOOR_LABEL)
+
+
 def curve_figures(
     rows: Sequence[dict],
     out_dir: str | Path,
@@ -235,13 +250,14 @@ def curve_figures(
     reference_rows: Sequence[dict] | None = None,
     metric: str = "mae",
     split: str = "valid",
+    floor: float | None = None,
 ) -> list[Path]:
     """Write one PNG per curve protocol present in ``rows`` (`CURVE_PROTOCOLS` order) and a bar
     chart for ``patterns`` when present; returns their paths (possibly none).
 
     ``reference_rows`` (the Bayes oracle's table on the same points) adds dashed curves labelled
-    "Bayes oracle"; ``split`` goes into the titles. ValueError when ``metric`` is not a metric
-    of ``rows``.
+    "Bayes oracle"; ``floor`` (the constant predictor's ``metric``) a dotted line; ``split``
+    goes into the titles. ValueError when ``metric`` is not a metric of ``rows``.
     """
     _check_metric(rows, metric)
     out = Path(out_dir)
@@ -254,12 +270,12 @@ def curve_figures(
         if not series:
             continue
         reference = curve_series(reference_rows, protocol, metric)
-        fig = curve_figure(protocol, series, reference, metric=metric, split=split)
+        fig = curve_figure(protocol, series, reference, metric=metric, split=split, floor=floor)
         paths.append(_save(fig, out / f"curves_{protocol}_{metric_part}.png"))
     series = curve_series(rows, PATTERNS, metric)
     if series:
         reference = curve_series(reference_rows, PATTERNS, metric)
-        fig = patterns_figure(series, reference, metric=metric, split=split)
+        fig = patterns_figure(series, reference, metric=metric, split=split, floor=floor)
         paths.append(_save(fig, out / f"patterns_{metric_part}.png"))
     return paths
 

@@ -11,7 +11,9 @@ re-evaluating:
 - the test rows: the run's ``spectrum/spectrum_test.parquet`` when its test split was evaluated;
 - the ceiling: the study's oracle on the same points, logged once on the parent run
   (``spectrum/oracle_<split>.parquet``), else the run's own copy (runs of earlier versions
-  logged it per trial); none for real datasets.
+  logged it per trial); none for real datasets;
+- the floor: the constant predictor's metrics the study logged on its parent run
+  (`robustmsa.evaluation.floor`), real data included.
 
 The figures go to the run under ``figures/<split>/`` and, with ``out_dir``, to
 ``out_dir/<split>/``. A run with neither table nor checkpoint (a study's parent, a trial that
@@ -112,11 +114,13 @@ def report_run(
     """Draw ``run_id``'s figures from its logged tables and log them (module docstring);
     returns the figure files per split. ``oracle``: the study's oracle rows per split when the
     caller has them (else read from the parent run)."""
+    from robustmsa.evaluation.floor import logged_floor
     from robustmsa.tracking.spectrum import log_figures
 
     run = get_run(client, run_id)
     tables = run_tables(client, run)
     oracle = oracle if oracle is not None else study_oracle(client, run)
+    floor = logged_floor(client, run.data.tags.get(PARENT_TAG))
     drawn = {}
     for split, rows in tables.items():
         drawn[split] = log_figures(
@@ -126,5 +130,6 @@ def report_run(
             split=split,
             reference_rows=oracle.get(split),
             out_dir=out_dir / split if out_dir is not None else None,
+            floor=floor.get(split),
         )
     return drawn

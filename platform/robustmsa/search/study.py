@@ -29,6 +29,7 @@ from robustmsa.data.parquet import open_dataset
 from robustmsa.data.remote import check_storage, is_uri
 from robustmsa.data.source import dataset_dir
 from robustmsa.errors import ConfigError, RobustMSAError
+from robustmsa.evaluation.floor import floor_metrics, log_floor, train_median
 from robustmsa.search.kinds.base import REFERENCE_ROLE, StudyResult, StudySetup, Variant
 from robustmsa.search.kinds.search import SEARCH_METRIC, TRIALS_TABLE
 
@@ -267,7 +268,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     )
     # The whole dataset validated before Ray starts or any run exists (a bad row named by
     # file, row and field, not behind a trial's traceback); builds this node's frame cache.
-    open_dataset(data_root, frame_cache=Path(d["cache_dir"]) / "frames")
+    splits = open_dataset(data_root, frame_cache=Path(d["cache_dir"]) / "frames")
     st = config.study
     in_process = resolve_backend(config) == "in_process"
     plan = trial_resources(config, in_process)
@@ -322,6 +323,12 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
             log_params(client, parent, flatten(base))
             log_params(client, parent, {"study.resolved_max_concurrent": max_concurrent})
             log_dataset_input(client, parent, data_root, context="study")
+            median = train_median(splits["train"].labels.numpy())
+            log_floor(
+                client,
+                parent,
+                {s: floor_metrics(median, splits[s].labels.numpy()) for s in ("valid", "test")},
+            )
             client.log_text(
                 parent, yaml.safe_dump(config.to_dict(), sort_keys=False), STUDY_CONFIG_FILE
             )

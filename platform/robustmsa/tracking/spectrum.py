@@ -130,13 +130,22 @@ def _table(rows: list[dict], reference_rows: list[dict] | None) -> pd.DataFrame:
 
 
 def _figures(
-    rows: list[dict], reference_rows: list[dict] | None, out_dir: Path, split: str
+    rows: list[dict],
+    reference_rows: list[dict] | None,
+    out_dir: Path,
+    split: str,
+    floor: dict[str, float] | None = None,
 ) -> list[Path]:
     present = {r["metric"] for r in rows}
     paths = []
     for metric in (m for m in FIGURE_METRICS if m in present):
         paths += curve_figures(
-            rows, out_dir, reference_rows=reference_rows, metric=metric, split=split
+            rows,
+            out_dir,
+            reference_rows=reference_rows,
+            metric=metric,
+            split=split,
+            floor=(floor or {}).get(metric),
         )
         paths += heatmap_figures(rows, out_dir, metric, split=split)
     return paths
@@ -150,16 +159,17 @@ def log_figures(
     split: str = "valid",
     reference_rows: list[dict] | None = None,
     out_dir: Path | None = None,
+    floor: dict[str, float] | None = None,
 ) -> list[Path]:
     """Draw the figures of `FIGURE_METRICS` for ``rows`` (the oracle's ``reference_rows`` as
-    the ceiling line) and log them to ``run_id`` under ``figures/<split>/``; with ``out_dir``
-    the PNGs are also kept there. Returns the figures' file names (under ``out_dir`` when
-    given)."""
+    the ceiling line, the constant predictor's ``floor`` ``{metric: value}`` as the floor) and
+    log them to ``run_id`` under ``figures/<split>/``; with ``out_dir`` the PNGs are also kept
+    there. Returns the figures' file names (under ``out_dir`` when given)."""
     if split not in SPLITS:
         raise ValueError(f"split {split!r} unknown (known: {list(SPLITS)})")
     _check_rows("rows", rows)
     with tempfile.TemporaryDirectory() as tmp:
-        drawn = _figures(rows, reference_rows, Path(tmp) / "figures", split)
+        drawn = _figures(rows, reference_rows, Path(tmp) / "figures", split, floor)
         if not drawn:
             return []
         client.log_artifacts(run_id, str(drawn[0].parent), artifact_path=f"figures/{split}")

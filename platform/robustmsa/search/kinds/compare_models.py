@@ -247,6 +247,7 @@ def run(setup: StudySetup) -> None:
     splits to the parent run and keep its table in the result."""
     from robustmsa.data.parquet import open_dataset
     from robustmsa.evaluation.ceiling import oracle_rows
+    from robustmsa.evaluation.floor import FLOOR, floor_predictions, train_median
     from robustmsa.evaluation.spectrum import SpectrumEvaluator
 
     config = setup.config
@@ -264,6 +265,9 @@ def run(setup: StudySetup) -> None:
             dataset[split], build_points(protocols), seed=config.spectrum.eval_seed
         )
         oracle = oracle_rows(evaluator)
+        # The floor beside the models: the training median, scored on the same points.
+        constant = floor_predictions(train_median(dataset["train"].labels.numpy()), evaluator)
+        by_model[FLOOR] = evaluator.table(constant)
         table += summary_table(by_model, split, oracle)
         by_split[split] = {**by_model, **({ORACLE: oracle} if oracle else {})}
     log_summary_table(setup.client, setup.parent, table, by_split)
