@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_ray(request):
+    """A unit test that starts Ray (a bare ``.remote()`` initialises one, and could attach to
+    another cluster on the machine) fails here: it belongs on the session's local Ray."""
+    yield
+    if request.node.get_closest_marker("integration") is None:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+            pytest.fail("this test started Ray: give it the local_ray fixture (integration tier)")
 
 
 def pytest_unconfigure(config):

@@ -126,7 +126,7 @@ def test_without_a_test_evaluation_the_finishing_holds_no_cpu(checkpoint, store,
     }
 
 
-def test_a_finish_waits_for_the_reference_trained_beside_the_search(checkpoint, store):
+def test_a_finish_waits_for_the_reference_trained_beside_the_search(checkpoint, store, local_ray):
     """The reference trains beside the search: a trial that completes before its curves are
     there is held (its run stays RUNNING, no task yet) and finished at Tune's next step after
     they arrive, with its effective robustness against them."""
@@ -148,7 +148,7 @@ def test_a_finish_waits_for_the_reference_trained_beside_the_search(checkpoint, 
     assert run.data.metrics["robust/missing/all/effective_mae"] == pytest.approx(0.0)
 
 
-def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tmp_path):
+def test_a_failed_finish_marks_its_run_failed_and_names_it(checkpoint, store, tmp_path, local_ray):
     """Fault injection: one trial's best weights are not a torch file. Its run ends FAILED
     with the cause, the experiment's end raises naming it, and the other trial finishes."""
     uri, client, experiment = store
