@@ -39,13 +39,19 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _unit_tests_start_no_ray(request):
     """A unit test that starts Ray (a bare ``.remote()`` initialises one, and could attach to
-    another cluster on the machine) fails here: it belongs on the session's local Ray."""
-    yield
-    if request.node.get_closest_marker("integration") is None:
+    another cluster on the machine) fails here: it belongs on the session's local Ray. Only a
+    Ray it started counts (an integration test of the same process may have left the session's
+    running)."""
+
+    def running() -> bool:
         ray = sys.modules.get("ray")
-        if ray is not None and ray.is_initialized():
-            ray.shutdown()
-            pytest.fail("this test started Ray: give it the local_ray fixture (integration tier)")
+        return ray is not None and ray.is_initialized()
+
+    before = running()
+    yield
+    if request.node.get_closest_marker("integration") is None and not before and running():
+        sys.modules["ray"].shutdown()
+        pytest.fail("this test started Ray: give it the local_ray fixture (integration tier)")
 
 
 def pytest_unconfigure(config):

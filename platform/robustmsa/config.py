@@ -88,8 +88,8 @@ class TrainingConfig:
 
     ``weight_average``: the decay of the moving average of the weights that validation,
     selection and the best checkpoint use (`robustmsa.training.weight_average`; 0.9 averages
-    over roughly the last ten steps, more while its warm-up lasts); 0: the raw weights, as
-    trained.
+    over roughly the last ten steps once its warm-up is over); 0 (the default): the raw
+    weights, as trained.
     """
 
     epochs: int = 10
@@ -105,7 +105,7 @@ class TrainingConfig:
     # bf16: each training step's forward runs under torch.autocast(bfloat16) on the training
     # device (the weights, the optimizer and every evaluation stay float32).
     precision: Literal["fp32", "bf16"] = "fp32"
-    weight_average: float = 0.9
+    weight_average: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight_average < 1.0:  # also refuses NaN

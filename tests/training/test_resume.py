@@ -44,8 +44,10 @@ def stopped_then_resumed(config, tmp_path, stop_after: int, whole=None):
     return outcome, whole, first, resumed, rest
 
 
-def test_resumed_run_reports_what_the_uninterrupted_run_did(tiny_dataset, tmp_path):
-    config = tiny_config(tiny_dataset, epochs=4, patience=10)
+@pytest.mark.parametrize("weight_average", [0.0, 0.9], ids=["raw", "averaged"])
+def test_resumed_run_reports_what_the_uninterrupted_run_did(tiny_dataset, tmp_path, weight_average):
+    # Averaged: the moving average of the weights travels in resume.pt and goes on as it was.
+    config = tiny_config(tiny_dataset, epochs=4, patience=10, weight_average=weight_average)
     outcome, whole, first, resumed, rest = stopped_then_resumed(config, tmp_path, 2)
     assert [h["epoch"] for h in rest.history] == [3, 4]
     assert results(first.history + rest.history) == results(whole.history)
@@ -89,7 +91,13 @@ def test_resume_across_training_stages(tiny_dataset, tmp_path):
                 "name": "promma",
                 "params": {"dim": 8, "heads": 2, "layers": 1, "reference_fraction": 0.5},
             },
-            "training": {"epochs": 4, "batch_size": 32, "seed": 0, "patience": 10},
+            "training": {
+                "epochs": 4,
+                "batch_size": 32,
+                "seed": 0,
+                "patience": 10,
+                "weight_average": 0.9,  # restarted per stage, carried through the resume
+            },
             "spectrum": {"p_drop": 0.5, "protocols": ["clean", "missing@all"]},
         }
     )

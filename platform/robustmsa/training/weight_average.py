@@ -7,14 +7,12 @@ parameter's average moves towards it, ``avg <- a * avg + (1 - a) * param`` with
 the initialisation). Each training stage starts a fresh average. Validation, selection and the
 best checkpoint use the averaged weights; the raw weights keep training.
 
-Why: on the MOSI-shaped benchmark, under the continuous training spectrum, successive epochs of
-one run differ by 0.03-0.09 in validation spectrum score (benchmarks/README.md, P5): the weights
-after the last step of an epoch are one noisy draw around where the optimiser is. The average
-over the last ten or so steps is a steadier point; the selected epoch then depends less on which
-step happened to end an epoch. Measured on QA-MoE's default study config (one run each, seed 0,
-epochs 3-8): at lr 2e-3 the raw weights scored 0.851 0.915 0.851 0.908 0.828 0.829, the average
-(0.9) 0.890 0.901 0.834 0.837 0.820 0.812; at lr 1e-3 epochs 6-8 went 0.835 0.906 0.792 raw and
-0.832 0.839 0.795 averaged.
+Why it exists, and why it is off by default: on the MOSI-shaped benchmark, under the continuous
+training spectrum, successive epochs of one run differ by 0.03-0.09 in validation spectrum score,
+as much as good configurations differ. On single runs the average was steadier (QA-MoE's default
+study, seed 0, lr 2e-3, epochs 3-8: raw 0.851 0.915 0.851 0.908 0.828 0.829, averaged at 0.9
+0.890 0.901 0.834 0.837 0.820 0.812), but over the random-search trials of the P5 benchmark the
+mean change between successive late epochs stayed 0.044 (docs/architecture.md §4b).
 
 Only parameters are averaged; buffers (the target scale, ProMMA's reference snapshot) are the
 live model's. The average is float32 on the model's device; `state` and `load` carry it and its
