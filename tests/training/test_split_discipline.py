@@ -22,7 +22,7 @@ from robustmsa.data.schema import METADATA_KEY
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG, evaluate_split, evaluate_test_once
 from robustmsa.evaluation.logged import load_checkpoint as load_trained
-from robustmsa.training.checkpoint import load_weights
+from robustmsa.training.checkpoint import BEST_MODEL_FILE, load_weights
 from tiny_training import tiny_config, train
 
 
@@ -92,3 +92,21 @@ def test_test_split_is_evaluated_once_per_run(tiny_dataset, tmp_path):
     assert not any(k.startswith("spectrum/") for k in run.data.metrics)  # valid keys untouched
     with pytest.raises(RobustMSAError, match="already evaluated once"):
         evaluate_test_once(client, run_id, reporter.checkpoints[-1], ["clean"])
+
+
+def test_a_checkpoint_from_before_the_target_scale_loads_as_the_model_it_was(
+    tiny_dataset, tmp_path
+):
+    """Written before models kept their target scale: it was trained on raw labels, which is
+    the identity scale, and loads so. Weights that do not fit the model are refused by name."""
+    _, reporter = train(tiny_config(tiny_dataset, epochs=1), tmp_path)
+    ckpt = reporter.checkpoints[-1]
+    state = torch.load(ckpt / BEST_MODEL_FILE, weights_only=True)
+    older = {k: v for k, v in state.items() if k not in ("target_mean", "target_std")}
+    torch.save(older, ckpt / BEST_MODEL_FILE)
+    model = load_trained(ckpt).model
+    assert float(model.target_mean) == 0.0 and float(model.target_std) == 1.0
+    older["variance_heads.text.net.0.weight"] = torch.zeros(3, 3)  # another shape entirely
+    torch.save(older, ckpt / BEST_MODEL_FILE)
+    with pytest.raises(RobustMSAError, match=rf"{BEST_MODEL_FILE}: does not fit its config"):
+        load_trained(ckpt)

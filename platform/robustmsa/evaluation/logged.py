@@ -62,8 +62,13 @@ def load_checkpoint(directory: str | Path) -> TrainedModel:
         frame_cache=Path(d.cache_dir) / "frames",
     )
     model = build_model(config, splits["train"].meta.dims)
+    state = load_weights(directory, best=True)
+    # A checkpoint older than an entry the model gained with a neutral initial value (the
+    # target scale, ProMMA's presence weights) is that model with the entry at that value.
+    own = model.state_dict()
+    state |= {k: own[k] for k in model.neutral_additions if k in own and k not in state}
     try:
-        model.load_state_dict(load_weights(directory, best=True))
+        model.load_state_dict(state)
     except RuntimeError as exc:  # shapes or names that do not match the config's model
         raise RobustMSAError(
             f"{directory / BEST_MODEL_FILE}: does not fit its config ({exc})"

@@ -85,6 +85,11 @@ class MSAModel(nn.Module):
     A model that predicts label units by construction (the oracle) overrides `forward`.
     """
 
+    # State entries added after checkpoints were already being written, whose initial values
+    # give exactly the model those checkpoints were trained as (here: the identity scale); a
+    # checkpoint without them loads with them (`robustmsa.evaluation.logged.load_checkpoint`).
+    neutral_additions: tuple[str, ...] = ("target_mean", "target_std")
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.zeros(()))

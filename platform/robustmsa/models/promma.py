@@ -195,6 +195,9 @@ class ProMMA(MSAModel):
     (B, 3). Reference stage: ``representation_norm`` (B, 3) as MulT.
     """
 
+    # The presence term of the prompt weights starts at 0: no effect, as before it existed.
+    neutral_additions = (*MSAModel.neutral_additions, "mi_presence")
+
     def __init__(self, config: ProMMAConfig, dims: dict[str, int]):
         super().__init__()
         self.config = config
