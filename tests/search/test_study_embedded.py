@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from paths import REPO
+from robustmsa.cli import format_result
 from robustmsa.cli import main as cli_main
 from robustmsa.config import from_dict, load
 from robustmsa.data.batch import MODALITIES
@@ -111,6 +112,10 @@ def test_study_nests_trials_under_a_finished_parent(nested_study, tmp_path):
     assert logged_floor(client, result.parent_run_id)["test"]["acc7"] == pytest.approx(
         floors["test"]["acc7"]
     )
+    assert result.floor_score == pytest.approx(floors["valid"]["mae"])
+    printed = format_result(result, "qa_moe_search").splitlines()
+    (line,) = [ln for ln in printed if ln.split()[:1] == ["constant"]]
+    assert line.split()[1] == f"{floors['valid']['mae']:.4f}" and "(the floor)" in line
     # The exported best config is complete and re-runnable: it loads and validates as is.
     text = client.download_artifacts(result.parent_run_id, "best_config.yaml", str(tmp_path))
     with open(text) as f:

@@ -269,6 +269,8 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     # The whole dataset validated before Ray starts or any run exists (a bad row named by
     # file, row and field, not behind a trial's traceback); builds this node's frame cache.
     splits = open_dataset(data_root, frame_cache=Path(d["cache_dir"]) / "frames")
+    median = train_median(splits["train"].labels.numpy())
+    floors = {s: floor_metrics(median, splits[s].labels.numpy()) for s in ("valid", "test")}
     st = config.study
     in_process = resolve_backend(config) == "in_process"
     plan = trial_resources(config, in_process)
@@ -313,6 +315,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
     result = StudyResult(parent, experiment_id, uri, base["study"]["storage_path"], kind.name)
     result.code = identity
     result.max_concurrent = max_concurrent
+    result.floor_score = floors["valid"]["mae"]
     # Every trial run's finishing task (test evaluation, figures), awaited before the end.
     finishing = FinishingTasks(uri)
     # The reference model's training beside the kind (kind.reference == "beside").
@@ -323,12 +326,7 @@ def _run_study(config: StudyConfig, root: Path, resume_run_id: str | None) -> St
             log_params(client, parent, flatten(base))
             log_params(client, parent, {"study.resolved_max_concurrent": max_concurrent})
             log_dataset_input(client, parent, data_root, context="study")
-            median = train_median(splits["train"].labels.numpy())
-            log_floor(
-                client,
-                parent,
-                {s: floor_metrics(median, splits[s].labels.numpy()) for s in ("valid", "test")},
-            )
+            log_floor(client, parent, floors)
             client.log_text(
                 parent, yaml.safe_dump(config.to_dict(), sort_keys=False), STUDY_CONFIG_FILE
             )

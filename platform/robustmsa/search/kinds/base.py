@@ -112,6 +112,8 @@ class StudyResult:
     max_concurrent: int | None = None  # study.max_concurrent, resolved
     reference: ReferenceSummary | None = None
     oracle_score: float | None = None  # the oracle's validation spectrum score (synthetic data)
+    # The constant predictor's (the training median's): the same MAE at every point, the floor.
+    floor_score: float | None = None
     selected_run_id: str | None = None  # the run of the trial selected on validation
     wall_s: float = 0.0
 

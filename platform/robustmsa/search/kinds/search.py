@@ -458,7 +458,8 @@ def run(setup: StudySetup) -> None:
 
 
 def format_lines(result: StudyResult) -> list[str]:
-    """The console summary: one line per trial, the reference and the oracle beside them."""
+    """The console summary: one line per trial, the reference, the oracle and the constant
+    predictor beside them."""
     lines = []
     if result.trials:
         lines.append(f"  {'trial':<12} {'score':>8} {'epochs':>6}  {'outcome':<9}  params")
@@ -480,6 +481,11 @@ def format_lines(result: StudyResult) -> list[str]:
         lines.append(
             f"  {'oracle':<12} {result.oracle_score:>8.4f} {'':>6}  {'':<9}  the Bayes oracle on "
             "the same inputs (the ceiling)"
+        )
+    if result.trials and result.floor_score is not None:
+        lines.append(
+            f"  {'constant':<12} {result.floor_score:>8.4f} {'':>6}  {'':<9}  the training "
+            "median whatever the input (the floor)"
         )
     if result.pareto:
         names = list(result.best.scores)
