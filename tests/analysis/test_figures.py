@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from logged_study import MODALITIES, spectrum
 from robustmsa import analysis
+from robustmsa.evaluation.figures import ORACLE_PREDICTIONS_LABEL
+from robustmsa.evaluation.floor import FLOOR_LABEL
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated"),
@@ -28,6 +30,11 @@ def test_the_figures(store, study):
     assert len(one.axes) == 1 and len(one.axes[0].lines) == 2
     with pytest.raises(ValueError, match="no joint curve"):
         analysis.spectrum_curves_figure(tables, "joint")
+    floored = analysis.spectrum_curves_figure(tables, "noise", scopes=["all"], floor=1.25)
+    (line,) = [ln for ln in floored.axes[0].lines if ln.get_label() == FLOOR_LABEL]
+    assert line.get_linestyle() == ":" and list(line.get_ydata()) == [1.25, 1.25]
+    corr = analysis.spectrum_curves_figure(tables, "missing", oracle=oracle, metric="corr")
+    assert ORACLE_PREDICTIONS_LABEL in [ln.get_label() for ln in corr.axes[0].lines]
     maps = analysis.heatmap_figures(rows, title="trial")
     assert len(maps) == len(MODALITIES)
     assert maps[0].axes[0].get_title().startswith("trial: text")

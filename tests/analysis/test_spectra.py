@@ -21,6 +21,8 @@ def test_trial_tables_curve_summary_and_excess(store, study):
     assert list(valid) == ["trial bbbb"]  # from its checkpoint; the reference has no valid
     with pytest.raises(RobustMSAError, match="logged no test spectrum"):
         analysis.trial_tables(client, study, store["pruned"])
+    assert analysis.study_floor(study, "test") == {"mae": 1.3, "acc7": 0.2}
+    assert analysis.study_floor(study, "valid") == {}
     oracle = analysis.study_oracle(client, study, "test")
     summary = analysis.curve_summary({**tables, "oracle": oracle, "none": None})
     assert list(summary.columns) == ["trial aaaa", "reference", "oracle"]

@@ -25,7 +25,7 @@ Use the names re-exported here (``from robustmsa import analysis``, then ``analy
 - `trials`, the trials as pandas frames: `trials_frame`, `score_history`, `outcome_summary`
   (columns `TRIAL_COLUMNS`, `HISTORY_COLUMNS`);
 - `spectra`, spectrum rows (lists of dicts, `robustmsa.evaluation.spectrum`'s long form):
-  `run_spectrum`, `trial_tables`, `role_tables`, `study_oracle`, `excess_rows`; and
+  `run_spectrum`, `trial_tables`, `role_tables`, `study_oracle`, `study_floor`, `excess_rows`; and
   `curve_summary`, their curves' means as a pandas frame;
 - `comparison`: `model_comparison_table`, a ``compare_models`` study's table (pandas);
 - `images`: `logged_images` reads the PNG figures a run logged;
@@ -83,6 +83,7 @@ from robustmsa.analysis.spectra import (
     excess_rows,
     role_tables,
     run_spectrum,
+    study_floor,
     study_oracle,
     trial_tables,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "short_errors",
     "spectrum_curves_figure",
     "sqlite_path",
+    "study_floor",
     "study_kind",
     "study_oracle",
     "study_runs",

@@ -41,13 +41,16 @@ def spectrum_curves_figure(
     metric: str = "mae",
     split: str = "test",
     scopes: Sequence[str] | None = None,
+    floor: float | None = None,
 ) -> Figure:
     """One panel per modality scope of the curve ``protocol`` (``missing``, ``noise``,
     ``joint``): a line per entry of ``tables`` (``{label: rows}``, e.g. the trial and the
-    reference model; None entries skipped), the oracle's curve dashed in black. ``scopes``:
-    the panels (all scopes of the first table by default). ValueError when no table has the
-    curve."""
-    from robustmsa.evaluation.figures import METRIC_LABELS
+    reference model; None entries skipped), the oracle's curve dashed in black (labelled a
+    ceiling only on the metrics it bounds), ``floor`` (the constant predictor's ``metric``,
+    `study_floor`) dotted grey. ``scopes``: the panels (all scopes of the first table by
+    default). ValueError when no table has the curve."""
+    from robustmsa.evaluation.figures import METRIC_LABELS, oracle_label
+    from robustmsa.evaluation.floor import FLOOR_LABEL
 
     series = {label: curve_series(rows, protocol, metric) for label, rows in tables.items() if rows}
     ceiling = curve_series(oracle, protocol, metric) if oracle else {}
@@ -67,7 +70,9 @@ def spectrum_curves_figure(
                 ax.plot(levels, values, marker="o", markersize=3, color=f"C{i}", label=label)
         if scope in ceiling:
             levels, values = ceiling[scope]
-            ax.plot(levels, values, linestyle="--", color="black", label=ORACLE_LABEL)
+            ax.plot(levels, values, linestyle="--", color="black", label=oracle_label(metric))
+        if floor is not None and math.isfinite(floor):
+            ax.axhline(floor, linestyle=":", color="0.4", label=FLOOR_LABEL)
         ax.set_title(scope)
         ax.set_xlim(0.0, 1.0)
         ax.set_xlabel(X_LABELS.get(protocol, "level"))

@@ -40,6 +40,18 @@ def study_oracle(client: MlflowClient, parent: Run, split: str = "test") -> list
     return logged_table(client, parent.info.run_id, f"oracle_{split}")
 
 
+def study_floor(parent: Run, split: str = "test") -> dict[str, float]:
+    """The constant predictor's metrics on ``split`` (``floor/<split>/<metric>`` of the parent
+    run, `robustmsa.evaluation.floor`; real data too), ``{metric: value}``; {} for a study
+    that logged none."""
+    from robustmsa.evaluation.floor import FLOOR_PREFIX
+
+    prefix = f"{FLOOR_PREFIX}{split}/"
+    return {
+        k.removeprefix(prefix): v for k, v in parent.data.metrics.items() if k.startswith(prefix)
+    }
+
+
 def trial_tables(
     client: MlflowClient,
     parent: Run,
