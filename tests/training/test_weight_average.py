@@ -52,11 +52,8 @@ def test_an_unmoved_parameter_keeps_its_average_exactly():
         assert torch.equal(ema.average[n], p.detach())
 
 
-@pytest.mark.parametrize("decay", [0.5, 1.0, -0.1, float("nan")])
+@pytest.mark.parametrize("decay", [1.0, 0.0, -0.1, float("nan")])
 def test_a_decay_outside_zero_one_is_refused(decay):
-    if decay == 0.5:
-        WeightAverage(nn.Linear(1, 1), decay)
-        return
     with pytest.raises(ValueError, match="weight_average"):
         WeightAverage(nn.Linear(1, 1), decay)
 

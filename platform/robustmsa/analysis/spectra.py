@@ -44,12 +44,9 @@ def study_floor(parent: Run, split: str = "test") -> dict[str, float]:
     """The constant predictor's metrics on ``split`` (``floor/<split>/<metric>`` of the parent
     run, `robustmsa.evaluation.floor`; real data too), ``{metric: value}``; {} for a study
     that logged none."""
-    from robustmsa.evaluation.floor import FLOOR_PREFIX
+    from robustmsa.evaluation.floor import floors_in
 
-    prefix = f"{FLOOR_PREFIX}{split}/"
-    return {
-        k.removeprefix(prefix): v for k, v in parent.data.metrics.items() if k.startswith(prefix)
-    }
+    return floors_in(parent.data.metrics).get(split, {})
 
 
 def trial_tables(

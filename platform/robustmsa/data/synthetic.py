@@ -236,21 +236,11 @@ class LabelMap:
             upper = torch.cat([cdf, ones], dim=1)
             lower = torch.cat([torch.zeros_like(ones), cdf], dim=1)
             return classes, (upper - lower).clamp_min(0.0)
-        if self.kind != "quantile":
-            raise ValueError(f"label map kind {self.kind!r} unknown")
-        knots = np.asarray(self.knots, dtype=np.float64)
-        values = np.unique(knots)  # sorted
-        n = knots.size
-        at_most = np.searchsorted(knots, values, side="right") / n  # P(g(s) <= v) in Phi(s)
-        below_v = np.searchsorted(knots, values, side="left") / n  # P(g(s) < v)
-        to_score = lambda q: torch.special.ndtri(  # noqa: E731 - Phi^-1, +-inf at 0 and 1
-            torch.tensor(q, dtype=torch.float64, device=mean.device)
-        )
-        mass = below(to_score(at_most)) - below(to_score(below_v))  # (B, V)
+        values, mass = self._value_masses(mean, sd)
         value_class = np.round(np.clip(values, -bound, bound))
         onto = torch.tensor(value_class + b, dtype=torch.long, device=mean.device)
         probs = torch.zeros(mean.shape[0], classes.numel(), dtype=torch.float64, device=mean.device)
-        probs.index_add_(1, onto, mass.clamp_min(0.0))
+        probs.index_add_(1, onto, mass)
         return classes, probs
 
     def probability_positive(
@@ -264,19 +254,29 @@ class LabelMap:
                 zero = math.inf if self.hi <= 0.0 else -math.inf
             above = torch.special.ndtr((mean - zero) / sd)
             return above, 1.0 - above
+        values, mass = self._value_masses(mean, sd)
+        sign = torch.tensor(np.sign(values), device=mean.device)
+        return mass[:, sign > 0].sum(dim=1), mass[:, sign < 0].sum(dim=1)
+
+    def _value_masses(
+        self, mean: torch.Tensor, sd: torch.Tensor
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """``quantile`` only: the distinct label values ``(V,)``, sorted, and the probability
+        of each ``(B, V)`` float64 for ``s ~ N(mean, sd^2)``: ``g(s) <= v`` exactly when
+        ``Phi(s) <= #{knots <= v} / N``, so ``P(g(s) = v) = P(g(s) <= v) - P(g(s) < v)``, each a
+        normal CDF at ``Phi^-1`` of that fraction, standardised by the posterior."""
+        if self.kind != "quantile":
+            raise ValueError(f"label map kind {self.kind!r} unknown")
         knots = np.asarray(self.knots, dtype=np.float64)
-        n = knots.size
+        values = np.unique(knots)
+        fractions = np.stack(
+            [np.searchsorted(knots, values, side=side) / knots.size for side in ("right", "left")]
+        )  # (2, V): P(g(s) <= v) and P(g(s) < v), in Phi(s)
         bounds = torch.special.ndtri(
-            torch.tensor(
-                [np.searchsorted(knots, 0.0, side="left") / n,
-                 np.searchsorted(knots, 0.0, side="right") / n],
-                dtype=torch.float64,
-                device=mean.device,
-            )
-        )  # fmt: skip
-        negative = torch.special.ndtr((bounds[0] - mean) / sd)  # g(s) < 0
-        at_most_zero = torch.special.ndtr((bounds[1] - mean) / sd)  # g(s) <= 0
-        return 1.0 - at_most_zero, negative
+            torch.tensor(fractions, dtype=torch.float64, device=mean.device)
+        )
+        cdf = torch.special.ndtr((bounds[:, None, :] - mean[None, :, None]) / sd[None, :, None])
+        return values, (cdf[0] - cdf[1]).clamp_min(0.0)
 
     def describe(self) -> str:
         if self.kind == "linear":

@@ -56,13 +56,17 @@ def log_floor(client: MlflowClient, run_id: str, floors: dict[str, dict[str, flo
     client.log_batch(run_id, metrics=metrics)
 
 
-def logged_floor(client: MlflowClient, run_id: str | None) -> dict[str, dict[str, float]]:
-    """``{split: {metric: value}}`` as a study's parent run ``run_id`` logged it; {} without."""
-    if run_id is None:
-        return {}
+def floors_in(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{split: {metric: value}}`` of the ``floor/<split>/<metric>`` entries of a run's
+    ``metrics``; {} when there are none."""
     found: dict[str, dict[str, float]] = {}
-    for key, value in client.get_run(run_id).data.metrics.items():
+    for key, value in metrics.items():
         if key.startswith(FLOOR_PREFIX):
             split, metric = key.removeprefix(FLOOR_PREFIX).split("/", 1)
             found.setdefault(split, {})[metric] = value
     return found
+
+
+def logged_floor(client: MlflowClient, run_id: str | None) -> dict[str, dict[str, float]]:
+    """`floors_in` of the run ``run_id`` (a study's parent); {} for None."""
+    return floors_in(client.get_run(run_id).data.metrics) if run_id is not None else {}

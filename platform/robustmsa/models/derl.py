@@ -329,9 +329,14 @@ class DERL(MSAModel):
         parts = [self.private[m](u[:, i]) for i, m in enumerate(MODALITIES)]
         private = torch.stack([p for p, _ in parts], dim=1)
         private_gates = torch.stack([g for _, g in parts], dim=1)
+        shared, shared_gates = self._shared(u)
+        return private, shared, private_gates, shared_gates
+
+    def _shared(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u`` (B, M, H) -> the shared experts' mixture (B, M, H) and gates (B, M, K)."""
         b, m, h = u.shape
-        shared, shared_gates = self.shared(u.reshape(b * m, h))
-        return private, shared.reshape(b, m, h), private_gates, shared_gates.reshape(b, m, -1)
+        shared, gates = self.shared(u.reshape(b * m, h))
+        return shared.reshape(b, m, h), gates.reshape(b, m, -1)
 
     def _impute(
         self, private: torch.Tensor, shared: torch.Tensor, present: torch.Tensor
@@ -416,7 +421,7 @@ class DERL(MSAModel):
             with torch.no_grad():  # stop-gradient targets from the clean sample
                 clean = self._encode(batch.clean, deterministic=True)
                 target_present, target_pooled = clean.present, clean.pooled
-                target_shared = self._disentangle(clean.u)[1] if want_representations else shared
+                target_shared = self._shared(clean.u)[0] if want_representations else shared
         target_pooled = [t.detach() for t in target_pooled]
         target_shared = target_shared.detach()
 
