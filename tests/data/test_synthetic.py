@@ -206,6 +206,7 @@ def test_real_dataset_presets_have_the_reference_shapes():
     """docs/references.md: MOSI aligned_50, MOSEI unaligned_50, CH-SIMS unaligned_39."""
     expected = {
         "mosi": ((1284, 229, 686), (50, 50, 50), (768, 5, 20), (-3.0, 3.0)),
+        "temporal": ((1284, 229, 686), (50, 50, 50), (768, 5, 20), (-3.0, 3.0)),
         "mosei": ((16326, 1871, 4659), (50, 500, 500), (768, 74, 35), (-3.0, 3.0)),
         "sims": ((1368, 456, 457), (39, 400, 55), (768, 33, 709), (-1.0, 1.0)),
     }
@@ -217,7 +218,75 @@ def test_real_dataset_presets_have_the_reference_shapes():
         assert preset.label_range == label_range
         inf = preset.informativeness
         assert inf["text"] > inf["audio"] and inf["text"] > inf["vision"], name
-    assert PRESETS["mosi"].label_map == "mosi"
+    assert PRESETS["mosi"].label_map == PRESETS["temporal"].label_map == "mosi"
+
+
+def test_the_presets_without_window_or_cue_keep_their_data(tmp_path):
+    """The window and the cue draw nothing where a preset has neither: the `tiny` dataset of
+    seed 0 is the one every earlier version generated (its content digest, recorded before the
+    temporal extension), and its generator file keeps format 1."""
+    root = generate("tiny", tmp_path / "tiny", seed=0)
+    assert open_dataset(root)["train"].meta.digest == "ba8e1d1b10d94cae"
+    with np.load(root / GENERATOR_FILE) as f:
+        assert int(f["format"]) == 1 and "window" not in f.files
+
+
+def test_the_window_holds_the_signal_and_the_cue_sets_the_polarity(tmp_path):
+    """Noise-free frames (no emission noise, private part or nuisance to speak of) show the
+    generator's layout: in each modality exactly the ``window`` frames from one start, the same
+    start in every modality, are nonzero; text's window frames give ``z``; the audio cue is
+    what remains of audio's window frame, and its sign along ``E`` is the polarity ``c`` with
+    ``y / 1.5 = c w . z`` (label noise 0.001, range unclipped). Both polarities occur."""
+    preset = dataclasses.replace(
+        PRESETS["tiny"],
+        split_sizes={"train": 40, "valid": 10, "test": 10},
+        label_range=(-50.0, 50.0),
+        label_noise=1e-3,
+        emission_noise=1e-7,
+        private_scale=1e-9,
+        nuisance_scale=1e-9,
+        window=2,
+        flip_rate=0.5,
+        flip_cue={"text": 0.0, "audio": 2.0, "vision": 0.0},
+    )
+    root = generate(preset, tmp_path / "t", seed=1)
+    par = read_generator(root / GENERATOR_FILE)
+    assert (par.window, par.positions, par.flip_rate) == (2, 3, 0.5)
+    split = open_dataset(root)["train"]
+    batch = split.batch(np.arange(len(split)))
+    raw = {  # undo the standardisation with the stored train statistics
+        m: batch.features[m].double().numpy() * np.asarray(split.meta.feature_std[m])
+        + np.asarray(split.meta.feature_mean[m])
+        for m in MODALITIES
+    }
+    polarities = []
+    for i in range(len(split)):
+        lit = {
+            m: np.flatnonzero(batch.masks[m][i].numpy() & (np.abs(raw[m][i]).max(axis=1) > 1e-3))
+            for m in MODALITIES
+        }
+        starts = {int(t[0]) for t in lit.values()}
+        assert all(len(t) == 2 and t[1] == t[0] + 1 for t in lit.values()), lit
+        assert len(starts) == 1 and starts.pop() < par.positions
+        t0 = int(lit["text"][0])
+        z = np.linalg.lstsq(par.s["text"] * par.A["text"].T, raw["text"][i, t0], rcond=None)[0]
+        cue = raw["audio"][i, t0] - par.s["audio"] * z @ par.A["audio"]
+        c = float(np.sign(cue @ par.E["audio"]))
+        np.testing.assert_allclose(cue, c * par.cue("audio"), atol=1e-4)
+        assert abs(float(batch.labels[i]) / 1.5 - c * float(z @ par.w)) < 0.01
+        polarities.append(c)
+    assert set(polarities) == {1.0, -1.0}
+
+
+def test_window_and_flip_are_checked():
+    with pytest.raises(ValueError, match="window: must be in \\[0, 4\\]"):
+        dataclasses.replace(PRESETS["tiny"], window=5)
+    with pytest.raises(ValueError, match="flip_rate"):
+        dataclasses.replace(PRESETS["tiny"], flip_rate=1.0)
+    with pytest.raises(ValueError, match="flip_cue"):
+        dataclasses.replace(PRESETS["tiny"], flip_cue={"text": -1.0, "audio": 0.0, "vision": 0.0})
+    assert dataclasses.replace(PRESETS["tiny"], window=4).positions() == 1
+    assert PRESETS["temporal"].positions() == 16
 
 
 @pytest.mark.parametrize("name", ["sims", "mosei"])
