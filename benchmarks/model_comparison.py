@@ -15,7 +15,8 @@ run). This script runs that study and records, besides the table:
     .venv/bin/python benchmarks/model_comparison.py [--root DIR] [--set key.path=value ...]
 
 The MLflow store and Ray results go to ``--root`` (default ``.robustmsa/benchmarks/
-model_comparison``, ignored by git); results to benchmarks/results/model_comparison.json.
+model_comparison``, ignored by git); results to benchmarks/results/model_comparison.json, or
+model_comparison_<preset>.json for another synthetic preset (``--set data.preset=temporal``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def main() -> None:
         "quality_gate_delta": gate,
         "table": [dataclasses.asdict(r) for r in result.rows],
     }
-    out = HERE / "results" / "model_comparison.json"
+    preset = config.data.preset
+    name = "model_comparison.json" if preset == "mosi" else f"model_comparison_{preset}.json"
+    out = HERE / "results" / name
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(format_comparison(result.rows))
     print(f"QA-MoE minus QA-MoE without the quality gate (spectrum MAE): {gate}")
