@@ -89,6 +89,12 @@ def test_confirm_over_two_seeds_pairs_the_reference(smoke_study, tmp_path):
     )
     assert low < sum(diffs) / 2 < high
     assert "confirm/test/confirmed/worst_point_mae/mean" in metrics
+    # Both splits summarise the same points (the validation protocols), as a comparison does.
+    summaries = {
+        split: {k.split("/", 3)[3] for k in metrics if k.startswith(f"confirm/{split}/confirmed/")}
+        for split in ("valid", "test")
+    }
+    assert summaries["test"] == summaries["valid"]
     artifacts = {a.path for a in client.list_artifacts(confirm.info.run_id, "confirm")}
     assert {"confirm/confirm.parquet", "confirm/confirm_spectrum_score.png"} <= artifacts
     assert "Spectrum score over seeds" in out

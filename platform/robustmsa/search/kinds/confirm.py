@@ -8,16 +8,18 @@ defaults (``study.reference_model``, role ``reference-seed-<s>``) with the same 
 design, the same seed giving both the same data order and corruption draws. Every run is an
 ordinary child run of the study's parent, evaluated once on test.
 
-For each split (``valid``: the rows of each run's chosen epoch; ``test``: its one test report)
-and every summary of the MAE (``spectrum_score``, each curve's ``auilc_mae`` and ``mean_mae``,
-each point set's ``mean_mae``, and ``worst_point_mae``, the largest MAE of any point), the
-table (`ConfirmRow`) gives the mean over seeds, the sample standard deviation, the 95 %
-confidence interval of the mean (Student's t with n - 1 degrees of freedom) for the confirmed
-config, for the reference, and for their paired difference (confirmed minus reference; an
-interval that excludes 0 says the difference is larger than the seeds' spread). Logged on the
-parent as ``confirm/<split>/<model>/<summary>/{mean,std,ci_low,ci_high}`` (``=`` in a grid
-point's name as ``_``, `robustmsa.tracking.spectrum.metric_key`), a Parquet artifact,
-an MLflow table and a figure.
+For each split (``valid``: the rows of each run's chosen epoch; ``test``: its one test report,
+kept at the same points, ``spectrum.protocols``, as `compare_models` keeps it, so that a summary
+means the same on both splits and beside a comparison's oracle) and every summary of the MAE
+(``spectrum_score``, each curve's ``auilc_mae`` and ``mean_mae``, each point set's ``mean_mae``,
+and ``worst_point_mae``, the largest MAE of any point), the table (`ConfirmRow`) gives the mean
+over seeds, the sample standard deviation, the 95 % confidence interval of the mean (Student's t
+with n - 1 degrees of freedom) for the confirmed config, for the reference, and for their paired
+difference (confirmed minus reference; an interval that excludes 0 says the difference is larger
+than the seeds' spread). Logged on the parent as
+``confirm/<split>/<model>/<summary>/{mean,std,ci_low,ci_high}`` (``=`` in a grid point's name
+as ``_``, `robustmsa.tracking.spectrum.metric_key`), a Parquet artifact, an MLflow table and a
+figure.
 """
 
 from __future__ import annotations
@@ -168,12 +170,13 @@ def log_confirm_table(client, run_id: str, table: list[ConfirmRow]) -> None:
 
 
 def run(setup: StudySetup) -> None:
-    from robustmsa.search.kinds.compare_models import logged_test_rows
+    from robustmsa.search.kinds.compare_models import logged_test_rows, point_rows
 
     config = setup.config
     plan = variants(config)
     valid = setup.train(plan, "confirm")
-    test = logged_test_rows(setup.client, setup.result.experiment_id, setup.parent, list(valid))
+    reports = logged_test_rows(setup.client, setup.result.experiment_id, setup.parent, list(valid))
+    test = {role: point_rows(rows, config.spectrum.protocols) for role, rows in reports.items()}
     table = []
     for split, by_role in (("valid", valid), ("test", test)):
         mine = [seed_summaries(by_role[f"seed-{s}"]) for s in seeds(config)]
