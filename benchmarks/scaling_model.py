@@ -239,9 +239,10 @@ class Assumed:
     # (7.3 s here) and its frame cache built (1.6 s): 8.9 s (measured on this machine; CUDA
     # context creation not included).
     node_first_use_s: float = 8.9
-    # The Bayes oracle's test table, computed once per process (results/oracle_cost.json:
-    # 26.7 s for the 218 test points); the measured run computed it once, in the reference's
-    # finishing task, so each other worker's first completed-trial finishing pays it again.
+    # The Bayes oracle's test table, computed once per process (results/oracle_cost.json as
+    # recorded on 2026-12-02: 26.7 s for the 218 test points); the measured run computed it
+    # once, in the reference's finishing task, so each other worker's first completed-trial
+    # finishing pays it again.
     oracle_s: float = 26.7
 
 
