@@ -286,7 +286,7 @@ def test_window_and_flip_are_checked():
     with pytest.raises(ValueError, match="flip_cue"):
         dataclasses.replace(PRESETS["tiny"], flip_cue={"text": -1.0, "audio": 0.0, "vision": 0.0})
     assert dataclasses.replace(PRESETS["tiny"], window=4).positions() == 1
-    assert PRESETS["temporal"].positions() == 16
+    assert PRESETS["temporal"].positions() == 14
 
 
 @pytest.mark.parametrize("name", ["sims", "mosei"])
