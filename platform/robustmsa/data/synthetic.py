@@ -64,6 +64,7 @@ the file (imported real data) has no oracle.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -175,33 +176,30 @@ class SynthPreset:
         return {m: float(self.emission_noise) for m in MODALITIES}
 
 
+# MMSA aligned_50 MOSI shapes, the standard CMU-MOSI split sizes (docs/references.md) and the
+# real MOSI label distribution. Text carries most of the sentiment, audio and vision little (as
+# on the real data, where unimodal audio/vision models are near the constant).
+_MOSI = SynthPreset(
+    split_sizes={"train": 1284, "valid": 229, "test": 686},
+    lengths={"text": 50, "audio": 50, "vision": 50},
+    dims={"text": 768, "audio": 5, "vision": 20},
+    informativeness={"text": 0.45, "audio": 0.4, "vision": 0.15},
+    emission_noise=1.0,
+    label_map="mosi",
+    label_noise=0.3,
+)
+
 PRESETS: dict[str, SynthPreset] = {
-    # MMSA aligned_50 MOSI shapes, the standard CMU-MOSI split sizes (docs/references.md) and the
-    # real MOSI label distribution. Text carries most of the sentiment, audio and vision little
-    # (as on the real data, where unimodal audio/vision models are near the constant).
-    "mosi": SynthPreset(
-        split_sizes={"train": 1284, "valid": 229, "test": 686},
-        lengths={"text": 50, "audio": 50, "vision": 50},
-        dims={"text": 768, "audio": 5, "vision": 20},
-        informativeness={"text": 0.45, "audio": 0.4, "vision": 0.15},
-        emission_noise=1.0,
-        label_map="mosi",
-        label_noise=0.3,
-    ),
+    "mosi": _MOSI,
     # The mosi shapes, sizes and labels with the sentiment in a 12-frame window (14 possible
     # places, the same in every modality) and a polarity cue shown in audio and vision that
     # flips a fifth of the scores: temporal modelling and fusion pay off (module docstring).
-    # Set so that the window and the cue cost a model that averages frames or ignores audio and
-    # vision a lot (the oracles of `benchmarks/temporal_preset.py`) while a small attention
-    # probe still learns it from 1284 samples; docs/architecture.md §2 has the figures.
-    "temporal": SynthPreset(
-        split_sizes={"train": 1284, "valid": 229, "test": 686},
-        lengths={"text": 50, "audio": 50, "vision": 50},
-        dims={"text": 768, "audio": 5, "vision": 20},
+    # Set so that the window and the cue cost a model that averages frames or ignores audio
+    # and vision a lot (the oracles of `benchmarks/temporal_preset.py`) while the models can
+    # still learn from 1284 samples; docs/architecture.md §2 has the figures.
+    "temporal": dataclasses.replace(
+        _MOSI,
         informativeness={"text": 1.2, "audio": 0.6, "vision": 0.3},
-        emission_noise=1.0,
-        label_map="mosi",
-        label_noise=0.3,
         window=12,
         flip_rate=0.2,
         flip_cue={"text": 0.0, "audio": 0.7, "vision": 0.5},
