@@ -38,10 +38,11 @@ DEFAULT_CONFIG = HERE.parent / "studies" / "configs" / "model_comparison.yaml"
 
 
 def _children(client, experiment_id: str, parent: str) -> dict[str, str]:
-    """``{role: run id}`` of the study's child runs."""
+    """``{role: run id}`` of the study's child runs (`robustmsa.search.study.child_runs`)."""
+    from robustmsa.search.study import child_runs
     from robustmsa.search.trial import ROLE_TAG
 
-    runs = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    runs = child_runs(client, experiment_id, parent).values()
     return {r.data.tags[ROLE_TAG]: r.info.run_id for r in runs if ROLE_TAG in r.data.tags}
 
 
