@@ -26,6 +26,26 @@ def pytest_configure(config):
         os.environ["ROBUSTMSA_FRAME_CACHE"] = config._robustmsa_frame_cache
 
 
+# The integration tier runs on two xdist workers (`make test`: ``-n 2 --dist loadgroup``), each
+# taking one of these two groups whole, so that a group's session fixtures (the smoke studies,
+# the local Ray) are made once, in its worker. Most of the tier's time is spent waiting (process
+# and server start-ups, polls, the drills' outage), so two groups at once share the two cores
+# well. "apart" holds what needs neither smoke study: the drills and the cluster job, which start
+# their own servers and studies, and the training tests; everything else is "shared". The split
+# balances the groups' measured times (`--durations`: about 350 s each on 2 cores, alone).
+APART_GROUP = (
+    "tests/integration/test_faults.py",
+    "tests/integration/test_job_submit.py",
+    "tests/training/",
+)
+
+
+def integration_group(nodeid: str) -> str:
+    """The xdist group of an integration test."""
+    return "apart" if nodeid.startswith(APART_GROUP) else "shared"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups (into the node ids)
 def pytest_collection_modifyitems(config, items):
     # A test on the session's local Ray starts a Ray head, and one on a smoke study runs a
     # study script: the integration tier, whatever its folder (`make test-unit` runs what needs
@@ -34,6 +54,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.xdist_group(integration_group(item.nodeid)))
 
 
 @pytest.fixture(autouse=True)
