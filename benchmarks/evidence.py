@@ -104,7 +104,7 @@ def main() -> None:
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
-        "config": str(args.config),
+        "config": os.path.relpath(args.config.resolve(), HERE.parent),  # as typed from the root
         "overrides": args.overrides,
         "seeds": args.seeds,
         "comparison_parent_run_id": comparison.parent_run_id,

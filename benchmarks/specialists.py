@@ -143,7 +143,7 @@ def main() -> None:
     record = {
         "date": time.strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
-        "config": str(args.config),
+        "config": os.path.relpath(args.config.resolve(), HERE.parent),  # as typed from the root
         "overrides": args.overrides,
         "seeds": args.seeds,
         "axis": config.kind_section.axis,
