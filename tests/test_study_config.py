@@ -194,6 +194,17 @@ def test_each_study_kind_reads_its_own_section_and_round_trips():
         ({"per_rate": {"levels": [0.5]}}, r"^per_rate: the section of study kind 'per_rate', "),
         ({"study": {"kind": "confirm"}, "confirm": {"seeds": 1}}, r"^confirm\.seeds: .*at least"),
         (
+            {"study": {"kind": "per_rate"}, "per_rate": {"levels": [0.0, 0.25, 0.5]}},
+            r"^per_rate\.levels: \[0\.25\] are not levels of the 'missing' curve",
+        ),
+        (
+            {
+                "study": {"kind": "one_checkpoint_for_all"},
+                "one_checkpoint_for_all": {"levels": [0.75]},
+            },
+            r"^one_checkpoint_for_all\.levels: \[0\.75\] are not levels",
+        ),
+        (
             {"study": {"kind": "confirm", "reference_model": None}},
             r"^study\.reference_model: a confirmation pairs",
         ),

@@ -36,7 +36,7 @@ from robustmsa.search.kinds.base import (
     StudySetup,
     Variant,
 )
-from robustmsa.spectrum.protocols import ALL, format_level
+from robustmsa.spectrum.protocols import ALL, DEFAULT_LEVELS, LEVEL_DECIMALS, format_level
 
 PER_RATE = "per_rate"
 ONE_CHECKPOINT = "one_checkpoint"
@@ -70,6 +70,17 @@ def check(config: StudyConfig) -> None:
         raise ConfigError(
             f"spectrum.protocols: study kind {config.study.kind} compares on {axis!r} or "
             f"'{axis}@{ALL}' (its {config.study.kind}.axis), which must be listed; got {protocols}"
+        )
+    # Each specialist is read at its own level on the curve its trial evaluated, and the
+    # protocols evaluate their curves at DEFAULT_LEVELS: any other level would be found
+    # missing only after every specialist had trained.
+    off_curve = [
+        v for v in config.kind_section.levels if round(v, LEVEL_DECIMALS) not in DEFAULT_LEVELS
+    ]
+    if off_curve:
+        raise ConfigError(
+            f"{config.study.kind}.levels: {off_curve} are not levels of the {axis!r} curve, "
+            f"which is evaluated at {list(DEFAULT_LEVELS)}"
         )
 
 
