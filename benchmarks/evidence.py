@@ -46,6 +46,11 @@ def _children(client, experiment_id: str, parent: str) -> dict[str, str]:
     return {r.data.tags[ROLE_TAG]: r.info.run_id for r in runs if ROLE_TAG in r.data.tags}
 
 
+def interval_cell(v: dict) -> str:
+    """``mean [ci_low, ci_high]`` of an interval record, for a markdown table."""
+    return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+
+
 def _interval(row) -> dict:
     return {k: round(getattr(row, k), 4) for k in ("mean", "std", "ci_low", "ci_high")} | {
         "n": row.n
@@ -144,9 +149,7 @@ def format_table(record: dict) -> str:
         "| excess over oracle |",
         "|---|---|---|---|---|",
     ]
-
-    def cell(v: dict) -> str:
-        return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+    cell = interval_cell
 
     reference = {}
     for role, entry in record["models"].items():

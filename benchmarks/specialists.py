@@ -166,9 +166,7 @@ def main() -> None:
 def format_table(record: dict) -> str:
     """Markdown: per level (and their mean) each model's MAE [95 % CI] and the paired
     difference, with the oracle where there is one."""
-
-    def cell(v: dict) -> str:
-        return f"{v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+    from evidence import interval_cell as cell  # benchmarks/ is the script's sys.path[0]
 
     m = record["models"]
     oracle = record.get("oracle") or {}
