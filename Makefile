@@ -29,11 +29,12 @@ browser:  ## install Chromium for the browser test where absent (idempotent)
 study: $(STAMP)  ## run the QA-MoE search embedded (local Ray, sqlite MLflow in this folder)
 	$(PY) studies/qa_moe_search.py $(STUDY_ARGS)
 
-# The unit tier spreads over the cores. The integration tier runs two xdist groups side by side
-# (tests/conftest.py: APART_GROUP), each whole in one worker, so that a group's session fixtures
-# (a local Ray, the smoke studies, their MLflow server) are made once. Each tier reports its
-# slowest tests (--durations): the suite's budget is 12 minutes on 2 cores, the unit tier's 2.
-# `-m faults` or `-m browser` runs those integration tests alone.
+# The unit tier spreads over the cores. The integration tier runs on two xdist workers in groups
+# (tests/integration_groups.py): the tests that read the smoke studies in one, so that the
+# studies run once; every other file a group of its own. A group runs whole in one worker, which
+# takes the next when done. Each tier reports its slowest tests (--durations): the suite's
+# budget is 12 minutes on 2 cores, the unit tier's 2. `-m faults` or `-m browser` runs those
+# integration tests alone.
 test: test-unit browser  ## run the unit tests, then the integration tests (browser included)
 	$(PY) -m pytest -m integration -n 2 --dist loadgroup --durations=15
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from integration_groups import check_smoke_readers, make_scheduler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -26,26 +27,12 @@ def pytest_configure(config):
         os.environ["ROBUSTMSA_FRAME_CACHE"] = config._robustmsa_frame_cache
 
 
-# The integration tier runs on two xdist workers (`make test`: ``-n 2 --dist loadgroup``), each
-# taking one of these two groups whole, so that a group's session fixtures (the smoke studies,
-# the local Ray) are made once, in its worker. Most of the tier's time is spent waiting (process
-# and server start-ups, polls, the drills' outage), so two groups at once share the two cores
-# well. "apart" holds what needs neither smoke study: the drills and the cluster job, which start
-# their own servers and studies, and the training tests; everything else is "shared". The split
-# balances the groups' measured times (`--durations`: about 350 s each on 2 cores, alone).
-APART_GROUP = (
-    "tests/integration/test_faults.py",
-    "tests/integration/test_job_submit.py",
-    "tests/training/",
-)
+def pytest_xdist_make_scheduler(config, log):
+    """The integration tier's groups, each whole in one worker (tests/integration_groups.py)."""
+    return make_scheduler(config, log)
 
 
-def integration_group(nodeid: str) -> str:
-    """The xdist group of an integration test."""
-    return "apart" if nodeid.startswith(APART_GROUP) else "shared"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the groups (into the node ids)
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the marker added here
 def pytest_collection_modifyitems(config, items):
     # A test on the session's local Ray starts a Ray head, and one on a smoke study runs a
     # study script: the integration tier, whatever its folder (`make test-unit` runs what needs
@@ -54,8 +41,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if heavy & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
-        if item.get_closest_marker("integration") is not None:
-            item.add_marker(pytest.mark.xdist_group(integration_group(item.nodeid)))
+    check_smoke_readers(items)
 
 
 @pytest.fixture(autouse=True)
