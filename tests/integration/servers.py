@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -326,6 +327,7 @@ def autoscaling_ray_head(
             yield address
     finally:
         _kill_session_leftovers(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)  # its sessions' logs: 20 MB a run in /tmp
 
 
 def _kill_session_leftovers(temp_dir: str) -> None:
