@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from integration_groups import SMOKE_GROUP, integration_group
+import pytest
+from integration_groups import SMOKE_GROUP, check_smoke_readers, integration_group
 from paths import REPO
 
 # Files named as the project's own: the smoke readers share one worker, every other file keeps
@@ -50,6 +52,16 @@ def test_smoke_readers_share_a_group_and_other_files_are_their_own():
     faults = "tests/integration/test_faults.py"
     assert integration_group(f"{faults}::test_a") == integration_group(f"{faults}::test_b")
     assert integration_group(f"{faults}::test_a") != integration_group("tests/x.py::test_a")
+
+
+def test_a_smoke_reader_outside_the_smoke_files_is_refused_by_name():
+    reader = SimpleNamespace(nodeid="tests/search/test_x.py::test_y", fixturenames=["smoke_study"])
+    inside = SimpleNamespace(
+        nodeid="tests/integration/test_reproduce.py::test_z", fixturenames=["smoke_comparison"]
+    )
+    check_smoke_readers([inside])
+    with pytest.raises(pytest.UsageError, match=r"tests/search/test_x.py::test_y: reads a smoke"):
+        check_smoke_readers([inside, reader])
 
 
 def test_each_group_runs_whole_in_one_of_two_workers(tmp_path):
