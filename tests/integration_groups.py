@@ -9,6 +9,9 @@ nothing is shared, for the two workers to end about together.
 
 from __future__ import annotations
 
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
 # The files whose tests read the session's smoke studies (tests/smoke_studies.py): one group,
 # so that the studies run once. Each other file is a group of its own (its module fixtures
 # are made once); a worker makes the session's local Ray when a file of it needs one.
@@ -33,8 +36,6 @@ def integration_group(nodeid: str) -> str:
 def check_smoke_readers(items) -> None:
     """`pytest.UsageError` naming any test that reads a smoke study outside SMOKE_FILES: in a
     worker of its own it would run the studies a second time."""
-    import pytest
-
     strays = [
         item.nodeid
         for item in items
@@ -48,20 +49,20 @@ def check_smoke_readers(items) -> None:
         )
 
 
-def make_scheduler(config, log):
-    """For ``--dist loadgroup``: xdist's scope scheduler with `integration_group` as the scope;
-    None (xdist's own choice) for any other ``--dist``.
+class IntegrationGroups(LoadScopeScheduling):
+    """xdist's scope scheduler with `integration_group` as the scope.
 
     xdist's own loadgroup reads a test's group from a suffix it appends to the node id, which
     pytest 9.2 no longer lets a plugin set (the node id is derived from ``Node._id``): every
     test then went to any worker, and both workers ran the smoke studies. Subclassing the scope
     scheduler is xdist's documented way to group tests."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return integration_group(nodeid)
+
+
+def make_scheduler(config, log) -> IntegrationGroups | None:
+    """`IntegrationGroups` for ``--dist loadgroup``; None (xdist's own choice) otherwise."""
     if config.getvalue("dist") != "loadgroup":
         return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class IntegrationGroups(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return integration_group(nodeid)
-
     return IntegrationGroups(config, log)
