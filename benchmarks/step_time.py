@@ -34,9 +34,15 @@ which leaves out the time other work on a shared machine holds the cores): the m
 (ms) over all timed steps of a model and its ratio to late fusion's median; per-round medians
 and ratios too.
 
-    .venv/bin/python benchmarks/step_time.py [--batch-sizes 32 64]
+On a GPU (``--device cuda``) the model and every batch live on the device and the loop's
+per-step ``float(loss)`` waits for the step's kernels, so the wall clock times whole steps;
+``--precision bf16`` runs the forward under ``torch.autocast`` as ``training.precision: bf16``
+does.
 
-Results go to benchmarks/results/step_time.json.
+    .venv/bin/python benchmarks/step_time.py [--batch-sizes 32 64] [--device cuda] \
+        [--precision bf16] [--out FILE]
+
+Results go to benchmarks/results/step_time.json unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -56,13 +62,14 @@ HERE = Path(__file__).resolve().parent
 BASELINE = "late_fusion"
 
 
-def make_step(name: str, split, batch_size: int):
+def make_step(name: str, split, batch_size: int, device: str = "cpu", precision: str = "fp32"):
     """``(step(rows), info)``: one training step of model ``name`` on the rows ``rows``,
     through `train_epoch`, with the model, optimizer, sampler and generator of `run_training`.
     """
     from robustmsa.config import from_dict
     from robustmsa.spectrum import build_sampler
     from robustmsa.training.loop import (
+        AUTOCAST_DTYPES,
         build_model,
         seed_everything,
         stage_parameters,
@@ -74,7 +81,8 @@ def make_step(name: str, split, batch_size: int):
     config = from_dict({"model": {"name": name}, "training": {"batch_size": batch_size}})
     t = config.training
     seed_everything(t.seed)
-    model = build_model(config, split.meta.dims)
+    device = torch.device(device)
+    model = build_model(config, split.meta.dims).to(device)
     sampler = build_sampler(config.spectrum)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     parameters, stage_name = None, None
@@ -88,7 +96,6 @@ def make_step(name: str, split, batch_size: int):
         optimizer = torch.optim.AdamW(parameters, lr=t.lr, weight_decay=t.weight_decay)
         sampler = stage_sampler(stage, sampler)
     generator = torch.Generator().manual_seed(t.seed * 7919)  # rank 0
-    device = torch.device("cpu")
 
     def step(rows: np.ndarray) -> dict[str, float]:
         return train_epoch(
@@ -102,6 +109,7 @@ def make_step(name: str, split, batch_size: int):
             grad_clip=t.grad_clip,
             device=device,
             parameters=parameters,
+            autocast=AUTOCAST_DTYPES[precision],
         )
 
     info = {
@@ -149,7 +157,7 @@ def summarise(times: dict[str, list[list[float]]]) -> dict:
 def measure(split, models: list[str], batch_size: int, args) -> dict:
     steps, infos = {}, {}
     for name in models:
-        steps[name], infos[name] = make_step(name, split, batch_size)
+        steps[name], infos[name] = make_step(name, split, batch_size, args.device, args.precision)
     # The same batch sequence for every model: one list, replayed per model.
     source = batches(len(split), batch_size)
     warm = [next(source) for _ in range(args.warmup)]
@@ -193,6 +201,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per model per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from robustmsa.data.parquet import open_dataset
@@ -224,6 +235,8 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "precision": args.precision,
         "warmup_steps": args.warmup,
         "timed_steps_per_round": args.steps,
         "rounds": args.rounds,
@@ -235,8 +248,8 @@ def main() -> None:
         "results": results,
         "date": time.strftime("%Y-%m-%d"),
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "step_time.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     for r in results:
         wall, cpu = r["wall"], r["process_cpu"]
         print(f"\nbatch {r['batch_size']}: median step time (ms) and ratio to {BASELINE}")

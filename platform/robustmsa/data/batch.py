@@ -64,20 +64,26 @@ class Batch:
         return tuple(m for m in MODALITIES if m in self.features)
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch with every tensor on ``device`` (non-blocking where possible)."""
+        """The same batch with every tensor on ``device``.
+
+        Copies onto an accelerator are non-blocking (later kernels on the device's stream wait
+        for them); copies to the CPU block: a non-blocking device-to-host copy returns before
+        its bytes arrive, and reading the result without a synchronisation reads stale memory
+        (seen on an H200: masks moved back for a comparison differed from the CPU's)."""
+        non_blocking = torch.device(device).type != "cpu"
 
         def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+            return {k: v.to(device, non_blocking=non_blocking) for k, v in tensors.items()}
 
         def move_one(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+            return None if t is None else t.to(device, non_blocking=non_blocking)
 
         return replace(
             self,
             features=move(self.features),
             masks=move(self.masks),
             present=move(self.present),
-            labels=self.labels.to(device, non_blocking=True),
+            labels=self.labels.to(device, non_blocking=non_blocking),
             clean=None if self.clean is None else self.clean.to(device),
             reliability=move(self.reliability),
             tokens=move_one(self.tokens),
