@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from step_time import batches
+from step_time import batches, training_setup
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("read", "corrupt", "copy", "compute")
@@ -39,32 +39,14 @@ PARTS = ("read", "corrupt", "copy", "compute")
 
 def measure(name: str, split, device: torch.device, batch_size: int, warmup: int, steps: int):
     """Median milliseconds of each part of ``steps`` training steps of model ``name``."""
-    from robustmsa.config import from_dict
-    from robustmsa.spectrum import build_sampler
-    from robustmsa.training.loop import (
-        build_model,
-        seed_everything,
-        stage_parameters,
-        stage_sampler,
-        task_loss,
-        training_stages,
-    )
+    from robustmsa.training.loop import task_loss
 
-    config = from_dict({"model": {"name": name}, "training": {"batch_size": batch_size}})
-    t = config.training
-    seed_everything(t.seed)
-    model = build_model(config, split.meta.dims).to(device)
-    sampler = build_sampler(config.spectrum)
-    parameters = list(model.parameters())
-    stages = training_stages(model)
-    for stage in stages:  # as run_training on entering each stage; the last one is timed
-        model.set_stage(stage.name)
-    if stages:
-        parameters = stage_parameters(model, stages[-1])
-        sampler = stage_sampler(stages[-1], sampler)
-    optimizer = torch.optim.AdamW(parameters, lr=t.lr, weight_decay=t.weight_decay)
+    config, model, optimizer, sampler, parameters, _, generator = training_setup(
+        name, split, batch_size, device
+    )
+    if parameters is None:
+        parameters = list(model.parameters())
     weights = model.aux_loss_weights()
-    generator = torch.Generator().manual_seed(t.seed * 7919)
     model.train()
 
     def sync() -> None:
@@ -88,7 +70,7 @@ def measure(name: str, split, device: torch.device, batch_size: int, warmup: int
         loss = loss + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         model.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, t.grad_clip)
+        torch.nn.utils.clip_grad_norm_(parameters, config.training.grad_clip)
         optimizer.step()
         float(loss.detach())
         sync()

@@ -62,26 +62,23 @@ HERE = Path(__file__).resolve().parent
 BASELINE = "late_fusion"
 
 
-def make_step(name: str, split, batch_size: int, device: str = "cpu", precision: str = "fp32"):
-    """``(step(rows), info)``: one training step of model ``name`` on the rows ``rows``,
-    through `train_epoch`, with the model, optimizer, sampler and generator of `run_training`.
-    """
+def training_setup(name: str, split, batch_size: int, device: torch.device):
+    """What `run_training` builds for model ``name`` before its last stage's first step:
+    ``(config, model on device, optimizer, sampler, parameters or None, stage name or None,
+    generator)``; ``parameters``: the stage's (ProMMA: full), None: all of the model's."""
     from robustmsa.config import from_dict
     from robustmsa.spectrum import build_sampler
     from robustmsa.training.loop import (
-        AUTOCAST_DTYPES,
         build_model,
         seed_everything,
         stage_parameters,
         stage_sampler,
-        train_epoch,
         training_stages,
     )
 
     config = from_dict({"model": {"name": name}, "training": {"batch_size": batch_size}})
     t = config.training
     seed_everything(t.seed)
-    device = torch.device(device)
     model = build_model(config, split.meta.dims).to(device)
     sampler = build_sampler(config.spectrum)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -96,6 +93,20 @@ def make_step(name: str, split, batch_size: int, device: str = "cpu", precision:
         optimizer = torch.optim.AdamW(parameters, lr=t.lr, weight_decay=t.weight_decay)
         sampler = stage_sampler(stage, sampler)
     generator = torch.Generator().manual_seed(t.seed * 7919)  # rank 0
+    return config, model, optimizer, sampler, parameters, stage_name, generator
+
+
+def make_step(name: str, split, batch_size: int, device: str = "cpu", precision: str = "fp32"):
+    """``(step(rows), info)``: one training step of model ``name`` on the rows ``rows``,
+    through `train_epoch`, with the model, optimizer, sampler and generator of `run_training`.
+    """
+    from robustmsa.training.loop import AUTOCAST_DTYPES, train_epoch
+
+    device = torch.device(device)
+    config, model, optimizer, sampler, parameters, stage_name, generator = training_setup(
+        name, split, batch_size, device
+    )
+    t = config.training
 
     def step(rows: np.ndarray) -> dict[str, float]:
         return train_epoch(
