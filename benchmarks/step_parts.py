@@ -66,7 +66,7 @@ def measure(name: str, split, device: torch.device, batch_size: int, warmup: int
         sync()
         marks.append(time.perf_counter())
         out = model(batch)
-        loss = task_loss(out, batch.labels, model.target_std)
+        loss = task_loss(out, batch.labels, model)
         loss = loss + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         model.zero_grad(set_to_none=True)
         loss.backward()

@@ -108,9 +108,7 @@ def training_loss(model: MSAModel, out: ModelOutput, labels: torch.Tensor) -> to
     ``out.prediction`` and ``labels``, both (B,)) plus the auxiliary losses weighted by
     ``model.aux_loss_weights()``."""
     weights = model.aux_loss_weights()
-    return task_loss(out, labels, model.target_std) + sum(
-        weights[k] * v for k, v in out.aux_losses.items()
-    )
+    return task_loss(out, labels, model) + sum(weights[k] * v for k, v in out.aux_losses.items())
 
 
 def assert_finite(out: ModelOutput, loss_dtype: torch.dtype | None = None) -> None:

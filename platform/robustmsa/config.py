@@ -90,6 +90,11 @@ class TrainingConfig:
     selection and the best checkpoint use (`robustmsa.training.weight_average`; 0.9 averages
     over roughly the last ten steps once its warm-up is over); 0 (the default): the raw
     weights, as trained.
+
+    ``target_link``: what the models learn in place of the labels (`robustmsa.models.base`):
+    ``standardise`` (the default) the labels standardised with the training split's mean and
+    standard deviation; ``normal_score`` then their normal scores under the training labels'
+    distribution, predictions mapped back through its quantiles (`robustmsa.models.target_link`).
     """
 
     epochs: int = 10
@@ -106,6 +111,7 @@ class TrainingConfig:
     # device (the weights, the optimizer and every evaluation stay float32).
     precision: Literal["fp32", "bf16"] = "fp32"
     weight_average: float = 0.0
+    target_link: Literal["standardise", "normal_score"] = "standardise"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight_average < 1.0:  # also refuses NaN

@@ -477,6 +477,6 @@ def test_the_heteroscedastic_branch_down_weights_the_samples_it_finds_noisy(batc
     torch.testing.assert_close(out.task_weight, expected)
     # Through the training loop's task loss: each sample's gradient is its weight over B.
     prediction = out.prediction.detach().requires_grad_()
-    task_loss(replace(out, prediction=prediction), data.labels, model.target_std).backward()
+    task_loss(replace(out, prediction=prediction), data.labels, model).backward()
     torch.testing.assert_close(prediction.grad.abs(), expected / batch.size)
     assert prediction.grad[s.argmax()].abs() < prediction.grad[s.argmin()].abs()

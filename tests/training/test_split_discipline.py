@@ -22,6 +22,7 @@ from robustmsa.data.schema import METADATA_KEY
 from robustmsa.errors import RobustMSAError
 from robustmsa.evaluation.logged import TEST_TAG, evaluate_split, evaluate_test_once
 from robustmsa.evaluation.logged import load_checkpoint as load_trained
+from robustmsa.models.base import MSAModel
 from robustmsa.training.checkpoint import BEST_MODEL_FILE, load_weights
 from tiny_training import tiny_config, train
 
@@ -102,10 +103,11 @@ def test_a_checkpoint_from_before_the_target_scale_loads_as_the_model_it_was(
     _, reporter = train(tiny_config(tiny_dataset, epochs=1), tmp_path)
     ckpt = reporter.checkpoints[-1]
     state = torch.load(ckpt / BEST_MODEL_FILE, weights_only=True)
-    older = {k: v for k, v in state.items() if k not in ("target_mean", "target_std")}
+    older = {k: v for k, v in state.items() if k not in MSAModel.neutral_additions}
     torch.save(older, ckpt / BEST_MODEL_FILE)
     model = load_trained(ckpt).model
     assert float(model.target_mean) == 0.0 and float(model.target_std) == 1.0
+    assert not bool(model.target_normal_score)  # nor the normal-score link, added later still
     older["variance_heads.text.net.0.weight"] = torch.zeros(3, 3)  # another shape entirely
     torch.save(older, ckpt / BEST_MODEL_FILE)
     with pytest.raises(RobustMSAError, match=rf"{BEST_MODEL_FILE}: does not fit its config"):

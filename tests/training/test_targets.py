@@ -66,13 +66,13 @@ def shifted_dataset(tiny_dataset, tmp_path_factory):
     return shifted_copy(tiny_dataset, tmp_path_factory.mktemp("shifted") / "tiny", SHIFT)
 
 
-def trained(dataset, name, root):
+def trained(dataset, name, root, link="standardise"):
     """(validation predictions (N,) of the best epoch, its clean validation MAE)."""
     config = from_dict(
         {
             "data": {"source": "parquet", "path": str(dataset)},
             "model": {"name": name, "params": SMALL.get(name, {})},
-            "training": {"epochs": 2, "batch_size": 32, "seed": 0},
+            "training": {"epochs": 2, "batch_size": 32, "seed": 0, "target_link": link},
             "spectrum": {"protocols": ["clean"]},
         }
     )
@@ -103,19 +103,43 @@ def test_a_constant_shift_of_the_labels_shifts_the_predictions_and_keeps_the_mae
     assert moved_mae == pytest.approx(plain_mae, abs=1e-3)
 
 
-def test_the_checkpoint_carries_the_training_label_scale(tiny_dataset, tmp_path):
+def test_with_the_normal_score_link_a_shift_costs_nothing_either(
+    tiny_dataset, shifted_dataset, tmp_path
+):
+    plain, plain_mae = trained(tiny_dataset, "late_fusion", tmp_path / "plain", "normal_score")
+    moved, moved_mae = trained(shifted_dataset, "late_fusion", tmp_path / "moved", "normal_score")
+    torch.testing.assert_close(moved - SHIFT, plain, atol=2e-3, rtol=0)
+    assert moved_mae == pytest.approx(plain_mae, abs=1e-3)
+    affine, _ = trained(tiny_dataset, "late_fusion", tmp_path / "affine")
+    assert not torch.allclose(plain, affine, atol=1e-2)  # the link changed what was learned
+
+
+@pytest.mark.parametrize("link", ["standardise", "normal_score"])
+def test_the_checkpoint_carries_the_training_label_scale_and_link(link, tiny_dataset, tmp_path):
     config = from_dict(
         {
             "data": {"source": "parquet", "path": str(tiny_dataset)},
             "model": {"name": "late_fusion", "params": {"hidden": 16}},
-            "training": {"epochs": 1, "batch_size": 32, "seed": 0},
+            "training": {"epochs": 1, "batch_size": 32, "seed": 0, "target_link": link},
             "spectrum": {"protocols": ["clean"]},
         }
     )
     reporter = LocalReporter(checkpoint_root=tmp_path)
     run_training(config, reporter)
     weights = load_weights(reporter.checkpoints[-1], best=True)
-    mean, std = target_scale(open_dataset(tiny_dataset)["train"].labels)
+    labels = open_dataset(tiny_dataset)["train"].labels
+    mean, std = target_scale(labels)
     assert float(weights["target_mean"]) == pytest.approx(mean, rel=1e-6)
     assert float(weights["target_std"]) == pytest.approx(std, rel=1e-6)
     assert std != pytest.approx(1.0) and mean != pytest.approx(0.0, abs=1e-3)
+    assert bool(weights["target_normal_score"]) == (link == "normal_score")
+    model = build_model(config, open_dataset(tiny_dataset)["train"].meta.dims)
+    model.load_state_dict(weights)
+    if link == "normal_score":  # the loaded model maps every training label there and back
+        back = model.from_standardised(model.to_standardised(labels))
+        torch.testing.assert_close(back, labels, atol=1e-5, rtol=0)
+        assert float(weights["target_knots"][0]) == pytest.approx(
+            (float(labels.min()) - mean) / std, abs=1e-5
+        )
+    else:
+        assert not torch.any(weights["target_knots"])

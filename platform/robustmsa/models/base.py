@@ -17,7 +17,9 @@ fields are validated by `robustmsa.config` (unknown keys and wrong types fail wi
 
 Targets are standardised, the same way for every model (`MSAModel`): a model learns
 ``z = (y - mu) / sigma``, with ``mu`` and ``sigma`` the training split's label mean and standard
-deviation, and its ``prediction`` is mapped back to label units.
+deviation, and its ``prediction`` is mapped back to label units; with the normal-score link
+(``training.target_link: normal_score``) it learns each label's normal score instead
+(`robustmsa.models.target_link`).
 
 A model trained in several stages (the multi-stage hook of `robustmsa.training.loop`) returns
 `Stage` entries from ``training_stages()`` and switches with ``set_stage(name)``.
@@ -32,6 +34,12 @@ import torch
 from torch import nn
 
 from robustmsa.data.batch import Batch
+from robustmsa.models.target_link import (
+    KNOTS,
+    from_normal_score,
+    normal_score_knots,
+    to_normal_score,
+)
 
 
 @dataclass
@@ -41,6 +49,9 @@ class ModelOutput:
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     task_weight: torch.Tensor | None = None
     monitors: dict[str, torch.Tensor] = field(default_factory=dict)
+    # (B,): the prediction in the units the model learns, before `MSAModel.from_standardised`
+    # (set by `MSAModel.forward`; None for a model that predicts label units directly).
+    standardised_prediction: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -82,25 +93,78 @@ class MSAModel(nn.Module):
     constant shift of the labels cost nothing: the model sees the same targets. Before any
     `set_target_scale` (mean 0, std 1) the mapping is the identity.
 
+    The normal-score link (``training.target_link: normal_score``, `robustmsa.models.target_link`)
+    adds a monotone map after the standardisation: the subclass sees each label's normal score
+    under the training labels' distribution and its prediction goes back through their quantile
+    function; the task loss is then the L1 in score space (`robustmsa.training.loop.task_loss`).
+    Its knots and a flag are buffers too (the flag off and the knots zero: the affine map alone,
+    what a checkpoint from before the link was trained as). Both maps are applied with
+    ``torch.where`` on the flag, so the affine path computes exactly what it did before the link
+    existed (the same numbers, bit for bit) and no step waits on reading the flag.
+
     A model that predicts label units by construction (the oracle) overrides `forward`.
     """
 
     # State entries added after checkpoints were already being written, whose initial values
     # give exactly the model those checkpoints were trained as (here: the identity scale); a
     # checkpoint without them loads with them (`robustmsa.evaluation.logged.load_checkpoint`).
-    neutral_additions: tuple[str, ...] = ("target_mean", "target_std")
+    neutral_additions: tuple[str, ...] = (
+        "target_mean",
+        "target_std",
+        "target_normal_score",
+        "target_knots",
+    )
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
+        self.register_buffer("target_normal_score", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("target_knots", torch.zeros(KNOTS))
 
-    def set_target_scale(self, mean: float, std: float) -> None:
-        """Standardise targets with ``mean`` and ``std`` (> 0) from now on."""
+    def set_target_scale(self, mean: float, std: float, knots: torch.Tensor | None = None) -> None:
+        """Standardise targets with ``mean`` and ``std`` (> 0) from now on; with ``knots``
+        ``(KNOTS,)`` (`normal_score_knots` of the standardised training labels) take their
+        normal scores after that, and without them the affine map alone."""
         if not std > 0:
             raise ValueError(f"target std must be positive, got {std}")
         self.target_mean.fill_(mean)
         self.target_std.fill_(std)
+        self.target_normal_score.fill_(knots is not None)
+        if knots is None:
+            self.target_knots.zero_()
+        else:
+            if knots.shape != (KNOTS,) or not bool(torch.all(knots[1:] >= knots[:-1])):
+                raise ValueError(f"target knots must be {KNOTS} non-decreasing values")
+            self.target_knots.copy_(knots)
+
+    def fit_targets(self, labels: torch.Tensor, link: str = "standardise") -> None:
+        """Set the targets from the training labels ``(N,)``: their mean and standard deviation
+        (`target_scale`) and, for ``link == "normal_score"``, the knots of their normal-score
+        link, taken from the labels as `to_standardised` computes them (float32 for float32),
+        so that a training label equals its knots exactly and gets its mid-rank score."""
+        if link not in ("standardise", "normal_score"):
+            raise ValueError(f"target_link: must be 'standardise' or 'normal_score', got {link!r}")
+        mean, std = target_scale(labels)
+        self.set_target_scale(mean, std)
+        if link == "normal_score":
+            with torch.no_grad():
+                z = self.to_standardised(labels.to(self.target_mean.device))
+            self.set_target_scale(mean, std, normal_score_knots(z))
+
+    def to_standardised(self, labels: torch.Tensor) -> torch.Tensor:
+        """Labels ``(B,)`` in label units to the units the subclass learns."""
+        z = (labels - self.target_mean) / self.target_std
+        return torch.where(self.target_normal_score, to_normal_score(z, self.target_knots), z)
+
+    def from_standardised(self, prediction: torch.Tensor) -> torch.Tensor:
+        """The subclass's prediction ``(B,)`` back to label units."""
+        z = torch.where(
+            self.target_normal_score,
+            from_normal_score(prediction, self.target_knots),
+            prediction,
+        )
+        return z * self.target_std + self.target_mean
 
     def aux_loss_weights(self) -> dict[str, float]:
         """Weight of each auxiliary loss in the training objective (default: none)."""
@@ -108,7 +172,8 @@ class MSAModel(nn.Module):
 
     def forward(self, batch: Batch) -> ModelOutput:
         out = self.forward_standardised(self._standardised(batch))
-        out.prediction = out.prediction * self.target_std + self.target_mean
+        out.standardised_prediction = out.prediction
+        out.prediction = self.from_standardised(out.prediction)
         return out
 
     def forward_standardised(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
@@ -118,9 +183,8 @@ class MSAModel(nn.Module):
     def _standardised(self, batch: Batch) -> Batch:
         clean = batch.clean
         if clean is not None:
-            clean = replace(clean, labels=(clean.labels - self.target_mean) / self.target_std)
-        labels = (batch.labels - self.target_mean) / self.target_std
-        return replace(batch, labels=labels, clean=clean)
+            clean = replace(clean, labels=self.to_standardised(clean.labels))
+        return replace(batch, labels=self.to_standardised(batch.labels), clean=clean)
 
 
 def target_scale(labels: torch.Tensor) -> tuple[float, float]:

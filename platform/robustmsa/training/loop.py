@@ -52,7 +52,7 @@ from robustmsa.data.source import dataset_dir
 from robustmsa.evaluation.spectrum import SpectrumEvaluator, merge_predictions
 from robustmsa.evaluation.summaries import spectrum_score
 from robustmsa.models import MODELS
-from robustmsa.models.base import ModelOutput, MSAModel, target_scale
+from robustmsa.models.base import ModelOutput, MSAModel
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
@@ -201,14 +201,25 @@ def stage_sampler(stage, default: SpectrumSampler) -> SpectrumSampler:
     )
 
 
-def task_loss(out: ModelOutput, labels: torch.Tensor, target_std: torch.Tensor) -> torch.Tensor:
-    """The L1 task loss of ``out.prediction`` (B,) against ``labels`` (B,), in standardised
-    units like every other loss of the model (`MSAModel`): the label-unit error divided by
-    ``target_std``; each sample's error times ``out.task_weight`` when the model gives one."""
+def task_loss(out: ModelOutput, labels: torch.Tensor, model: MSAModel) -> torch.Tensor:
+    """The L1 task loss of ``out`` against ``labels`` (B,, label units), in the units the model
+    learns (`MSAModel`), each sample's error times ``out.task_weight`` when the model gives one.
+
+    Affine targets: the label-unit error of ``out.prediction`` divided by ``target_std`` (the
+    standardised error, computed as it was before the normal-score link existed, so that such
+    runs keep their numbers). Normal-score link: the error of ``out.standardised_prediction``
+    against the labels' normal scores. The flag is read with ``torch.where``: no step waits on it.
+    """
     error = (out.prediction.float() - labels).abs()
     if out.task_weight is not None:
         error = error * out.task_weight.float()
-    return error.mean() / target_std
+    affine = error.mean() / model.target_std
+    if out.standardised_prediction is None:
+        return affine
+    score_error = (out.standardised_prediction.float() - model.to_standardised(labels)).abs()
+    if out.task_weight is not None:
+        score_error = score_error * out.task_weight.float()
+    return torch.where(model.target_normal_score, score_error.mean(), affine)
 
 
 def train_epoch(
@@ -244,7 +255,7 @@ def train_epoch(
         batch = sampler(split.batch(order[start : start + batch_size]), generator).to(device)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(batch)
-        task = task_loss(out, batch.labels, inner.target_std)
+        task = task_loss(out, batch.labels, inner)
         loss = task + sum(weights.get(k, 0.0) * v.float() for k, v in out.aux_losses.items())
         if parameters is None:
             optimizer.zero_grad(set_to_none=True)
@@ -299,7 +310,7 @@ def run_training(
     )
     train, valid = splits["train"], splits["valid"]
     inner = build_model(config, train.meta.dims)
-    inner.set_target_scale(*target_scale(train.labels))
+    inner.fit_targets(train.labels, t.target_link)
     inner = inner.to(device)
     if resume is not None:
         inner.load_state_dict(resume.model_state)  # before DDP broadcasts rank 0's weights
