@@ -1,5 +1,8 @@
 """One table and one figure per dataset from every `evidence.py` result: the models side by side.
 
+Results trained with another setting (an override such as ``training.target_link=...``, which
+changes the reference too) form a group of their own beside their dataset's (`group_of`).
+
 Each ``results/evidence_<name>.json`` holds one or more models confirmed over training seeds on
 one dataset (a synthetic preset, or real data imported to Parquet), each paired seed by seed with
 the reference (late fusion). This script groups the files by dataset and writes, per dataset and
@@ -37,13 +40,33 @@ def dataset_of(result: dict) -> str:
     return overrides.get("data.preset", "mosi")
 
 
+def group_of(result: dict) -> str:
+    """The dataset, followed by every override that changes how the models (the reference
+    included) are trained, e.g. ``mosi, training.target_link=normal_score``: results are only
+    set side by side where their late-fusion references are the same runs."""
+    setting = [
+        o
+        for o in result.get("overrides", [])
+        if "=" in o and not o.startswith(("data.", "compare_models.models="))
+    ]
+    return ", ".join([dataset_of(result), *setting])
+
+
+def figure_name(group: str) -> str:
+    """``evidence_<group>.png`` with every character other than letters, digits, ``-`` and
+    ``_`` made ``_`` (``evidence_mosi.png``, ``evidence_mosi_training_target_link_normal_score``)."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in group.replace(", ", "_"))
+    return f"evidence_{name}.png"
+
+
 def load(results: Path) -> dict[str, list[tuple[str, dict]]]:
-    """``{dataset: [(file stem, result), ...]}`` of every evidence result, in name order."""
-    by_dataset: dict[str, list[tuple[str, dict]]] = {}
+    """``{group: [(file stem, result), ...]}`` of every evidence result, in name order
+    (`group_of`)."""
+    by_group: dict[str, list[tuple[str, dict]]] = {}
     for path in sorted(results.glob("evidence_*.json")):
         result = json.loads(path.read_text())
-        by_dataset.setdefault(dataset_of(result), []).append((path.stem, result))
-    return by_dataset
+        by_group.setdefault(group_of(result), []).append((path.stem, result))
+    return by_group
 
 
 def interval(s: dict) -> str:
@@ -151,7 +174,7 @@ def main() -> None:
         parser.error(f"no evidence_*.json in {args.results}")
     for dataset, entries in by_dataset.items():
         print(table(dataset, entries, args.split) + "\n")
-        figure(dataset, entries, args.split, args.results / f"evidence_{dataset}.png")
+        figure(dataset, entries, args.split, args.results / figure_name(dataset))
 
 
 if __name__ == "__main__":
