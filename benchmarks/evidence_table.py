@@ -54,7 +54,8 @@ def group_of(result: dict) -> str:
 
 def figure_name(group: str) -> str:
     """``evidence_<group>.png`` with every character other than letters, digits, ``-`` and
-    ``_`` made ``_`` (``evidence_mosi.png``, ``evidence_mosi_training_target_link_normal_score``)."""
+    ``_`` made ``_`` (``evidence_mosi.png``,
+    ``evidence_mosi_training_target_link_normal_score.png``)."""
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in group.replace(", ", "_"))
     return f"evidence_{name}.png"
 
