@@ -19,10 +19,11 @@ at or below the target (infinite when never). The ratio tpe_asha / random per se
 median over seeds, is the number to watch: goal at most 0.5.
 
     .venv/bin/python benchmarks/search_efficiency.py [--seeds 0 1 2 3 4] [--root /tmp/p5]
-        [--set key.path=value ...]
+        [--set key.path=value ...] [--name NAME]
 
 Results go to benchmarks/results/search_efficiency.json, or search_efficiency_<preset>.json
-for another synthetic preset (``--set data.preset=temporal``). ``--set`` applies to both studies.
+for another synthetic preset (``--set data.preset=temporal``), or NAME.json. ``--set`` applies
+to both studies.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--root", type=Path, default=Path("/tmp/robustmsa-search-efficiency"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument(
+        "--name", help="results go to <name>.json (default: search_efficiency[_<preset>])"
+    )
     args = parser.parse_args()
     from robustmsa.config import load
 
@@ -116,7 +120,9 @@ def main() -> None:
         "goal_ratio_at_most": 0.5,
         "wall_s": round(time.time() - started, 1),
     }
-    name = "search_efficiency" if preset == "mosi" else f"search_efficiency_{preset}"
+    name = args.name or (
+        "search_efficiency" if preset == "mosi" else f"search_efficiency_{preset}"
+    )
     out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"median ratio {record['median_ratio']} (goal <= 0.5), reached in "

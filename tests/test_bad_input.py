@@ -160,6 +160,11 @@ CASES = [
         "weight_average: must be in [0, 1), got 1.0",
     ),
     Case(
+        "unknown learning-rate schedule",
+        lambda c: ["--set", "training.lr_schedule=step"],
+        "training.lr_schedule: expected one of ['constant', 'cosine'], got 'step'",
+    ),
+    Case(
         "negative number of trials",
         lambda c: ["--set", "search.num_samples=-1"],
         "num_samples: must be >= 1",

@@ -95,6 +95,10 @@ class TrainingConfig:
     ``standardise`` (the default) the labels standardised with the training split's mean and
     standard deviation; ``normal_score`` then their normal scores under the training labels'
     distribution, predictions mapped back through its quantiles (`robustmsa.models.target_link`).
+
+    ``lr_schedule``: ``constant`` (the default) trains at ``lr`` throughout; ``cosine`` anneals
+    it towards 0 over each training stage's planned epochs, step by step
+    (`robustmsa.training.lr_schedule`).
     """
 
     epochs: int = 10
@@ -112,6 +116,7 @@ class TrainingConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     weight_average: float = 0.0
     target_link: Literal["standardise", "normal_score"] = "standardise"
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight_average < 1.0:  # also refuses NaN

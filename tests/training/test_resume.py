@@ -44,10 +44,15 @@ def stopped_then_resumed(config, tmp_path, stop_after: int, whole=None):
     return outcome, whole, first, resumed, rest
 
 
-@pytest.mark.parametrize("weight_average", [0.0, 0.9], ids=["raw", "averaged"])
-def test_resumed_run_reports_what_the_uninterrupted_run_did(tiny_dataset, tmp_path, weight_average):
+@pytest.mark.parametrize(
+    "training",
+    [{}, {"weight_average": 0.9}, {"lr_schedule": "cosine"}],
+    ids=["raw", "averaged", "cosine"],
+)
+def test_resumed_run_reports_what_the_uninterrupted_run_did(tiny_dataset, tmp_path, training):
     # Averaged: the moving average of the weights travels in resume.pt and goes on as it was.
-    config = tiny_config(tiny_dataset, epochs=4, patience=10, weight_average=weight_average)
+    # Cosine: the rates come from each step's place in the run, not from a saved scheduler.
+    config = tiny_config(tiny_dataset, epochs=4, patience=10, **training)
     outcome, whole, first, resumed, rest = stopped_then_resumed(config, tmp_path, 2)
     assert [h["epoch"] for h in rest.history] == [3, 4]
     assert results(first.history + rest.history) == results(whole.history)

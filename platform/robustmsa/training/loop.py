@@ -25,6 +25,11 @@ Weight averaging (``training.weight_average``, `robustmsa.training.weight_averag
 is validated, selected and checkpointed as best with a moving average of the parameters; the raw
 parameters, the optimizer and the average itself are what a resume continues from.
 
+Learning rate (``training.lr_schedule``, `robustmsa.training.lr_schedule`): ``constant`` trains
+at ``training.lr``; ``cosine`` anneals it over each stage's planned epochs, set before every step
+from the step's place in its stage (nothing to save: a resume sets the same rates). Every
+report carries ``train/lr``, the rate of the epoch's first step.
+
 Precision (``training.precision``): ``bf16`` runs each training forward under
 ``torch.autocast(<device type>, bfloat16)`` (on a GPU the fast path; CPU autocast takes the
 same code and is what the tests run); the losses are taken in float32, the weights, gradients
@@ -56,6 +61,7 @@ from robustmsa.models.base import ModelOutput, MSAModel
 from robustmsa.spectrum import SpectrumSampler, build_points, build_sampler
 from robustmsa.spectrum.sampler import FixedSampler
 from robustmsa.training.checkpoint import ResumePoint, save_checkpoint
+from robustmsa.training.lr_schedule import epoch_rates
 from robustmsa.training.weight_average import WeightAverage
 
 # training.precision -> the autocast dtype of the training forward (None: plain float32).
@@ -236,6 +242,7 @@ def train_epoch(
     parameters: list[nn.Parameter] | None = None,
     autocast: torch.dtype | None = None,
     after_step: Callable[[], None] | None = None,
+    rate_at: Callable[[float], float] | None = None,
 ) -> dict[str, float]:
     """One pass over ``order``: mean ``train/loss``, ``train/task_loss``, ``train/aux/*`` and
     ``train/monitor/*`` (`ModelOutput.monitors`).
@@ -244,14 +251,23 @@ def train_epoch(
     model is then cleared each step and only these are clipped. None: all of the model's.
     ``autocast``: the forward runs under ``torch.autocast(device.type, autocast)`` (bf16);
     the losses are taken in float32 and the weights stay float32. ``after_step``: called after
-    every optimizer step (the weight average's update).
+    every optimizer step (the weight average's update). ``rate_at``: the learning rate of each
+    step from the share of the epoch done before it (`robustmsa.training.lr_schedule`), set on
+    every parameter group before the step; None leaves the optimizer's rate as it is. The
+    result's ``train/lr`` is the rate of the epoch's first step.
     """
     inner = _unwrap(model)
     weights = inner.aux_loss_weights()
     model.train()
     sums: dict[str, float] = {}
     steps = 0
+    n_steps = -(-len(order) // batch_size)
+    first_rate = optimizer.param_groups[0]["lr"] if rate_at is None else rate_at(0.0)
     for start in range(0, len(order), batch_size):
+        if rate_at is not None:
+            rate = rate_at(steps / n_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
         batch = sampler(split.batch(order[start : start + batch_size]), generator).to(device)
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             out = model(batch)
@@ -275,7 +291,7 @@ def train_epoch(
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
         steps += 1
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+    return {k: v / max(steps, 1) for k, v in sums.items()} | {"train/lr": float(first_rate)}
 
 
 def run_training(
@@ -356,6 +372,12 @@ def run_training(
         if averager is not None:
             averager.restart()
 
+    def place_in_stage(epoch: int) -> tuple[int, int]:
+        """``(epoch's number within its stage from 1, the stage's planned epochs)``."""
+        if not plan:
+            return epoch, total
+        return epoch - sum(n for _, n in plan[:active]), plan[active][1]
+
     first = 1 if total else 0  # a zero-epoch run still validates and reports the initial model
     if resume is not None:
         done = resume.state
@@ -402,6 +424,7 @@ def run_training(
                     parameters=train_params,
                     autocast=AUTOCAST_DTYPES[t.precision],
                     after_step=averager.update if averager is not None else None,
+                    rate_at=epoch_rates(t.lr_schedule, t.lr, *place_in_stage(epoch)),
                 )
             # The evaluated weights (the average, when the run keeps one) are what the epoch
             # scores, and what becomes the best checkpoint; the raw ones continue training.
