@@ -120,9 +120,7 @@ def main() -> None:
         "goal_ratio_at_most": 0.5,
         "wall_s": round(time.time() - started, 1),
     }
-    name = args.name or (
-        "search_efficiency" if preset == "mosi" else f"search_efficiency_{preset}"
-    )
+    name = args.name or ("search_efficiency" if preset == "mosi" else f"search_efficiency_{preset}")
     out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"median ratio {record['median_ratio']} (goal <= 0.5), reached in "
