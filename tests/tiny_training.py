@@ -17,6 +17,22 @@ def tiny_config(tiny_dataset, **training):
     )
 
 
+def tiny_promma_config(tiny_dataset, **training):
+    """A small ProMMA (two training stages, ``reference`` then ``full``, half the epochs each)
+    on the tiny dataset, half its samples missing a modality at training time."""
+    return from_dict(
+        {
+            "data": {"source": "parquet", "path": str(tiny_dataset)},
+            "model": {
+                "name": "promma",
+                "params": {"dim": 8, "heads": 2, "layers": 1, "reference_fraction": 0.5},
+            },
+            "training": {"epochs": 4, "batch_size": 32, "seed": 0, "patience": 10, **training},
+            "spectrum": {"p_drop": 0.5, "protocols": ["clean", "missing@all"]},
+        }
+    )
+
+
 def train(config, tmp_path=None):
     reporter = LocalReporter(checkpoint_root=tmp_path)
     return run_training(config, reporter), reporter

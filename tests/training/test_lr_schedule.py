@@ -7,9 +7,8 @@ import itertools
 import math
 
 import pytest
-from robustmsa.config import from_dict
 from robustmsa.training.lr_schedule import epoch_rates, lr_factor
-from tiny_training import tiny_config, train
+from tiny_training import tiny_config, tiny_promma_config, train
 
 
 def test_cosine_starts_at_the_rate_halves_midway_and_ends_at_zero():
@@ -58,24 +57,7 @@ def test_the_loop_anneals_per_step_and_reports_each_epochs_first_rate(tiny_datas
 def test_each_training_stage_anneals_over_its_own_epochs(tiny_dataset):
     """ProMMA's reference stage (2 of 4 epochs) and full stage (2) each start at lr."""
     lr = 1e-3
-    config = from_dict(
-        {
-            "data": {"source": "parquet", "path": str(tiny_dataset)},
-            "model": {
-                "name": "promma",
-                "params": {"dim": 8, "heads": 2, "layers": 1, "reference_fraction": 0.5},
-            },
-            "training": {
-                "epochs": 4,
-                "batch_size": 64,
-                "seed": 0,
-                "patience": 10,
-                "lr": lr,
-                "lr_schedule": "cosine",
-            },
-            "spectrum": {"protocols": ["clean"]},
-        }
-    )
+    config = tiny_promma_config(tiny_dataset, lr=lr, lr_schedule="cosine")
     _, reporter = train(config)
     assert [h["stage"] for h in reporter.history] == ["reference"] * 2 + ["full"] * 2
     expected = [lr * lr_factor("cosine", p) for p in (0.0, 0.5)] * 2

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from robustmsa.config import from_dict
 from robustmsa.errors import RobustMSAError
 from robustmsa.training.checkpoint import RESUME_FILE, load_resume_point, load_weights
 from robustmsa.training.loop import TIMING_PREFIX, run_training
 from robustmsa.training.reporting import LocalReporter
-from tiny_training import tiny_config
+from tiny_training import tiny_config, tiny_promma_config
 
 
 def results(history: list[dict]) -> list[dict]:
@@ -89,23 +88,8 @@ def test_resume_of_a_finished_run_trains_nothing(tiny_dataset, tmp_path):
 def test_resume_across_training_stages(tiny_dataset, tmp_path):
     """ProMMA trains in stages, each with its own optimizer: stopped inside the first stage
     and at its last epoch, the resumed run matches the uninterrupted one."""
-    config = from_dict(
-        {
-            "data": {"source": "parquet", "path": str(tiny_dataset)},
-            "model": {
-                "name": "promma",
-                "params": {"dim": 8, "heads": 2, "layers": 1, "reference_fraction": 0.5},
-            },
-            "training": {
-                "epochs": 4,
-                "batch_size": 32,
-                "seed": 0,
-                "patience": 10,
-                "weight_average": 0.9,  # restarted per stage, carried through the resume
-            },
-            "spectrum": {"p_drop": 0.5, "protocols": ["clean", "missing@all"]},
-        }
-    )
+    # The moving average is restarted per stage and carried through the resume.
+    config = tiny_promma_config(tiny_dataset, weight_average=0.9)
     uninterrupted = None
     for stop_after in (1, 2):
         where = tmp_path / f"stop{stop_after}"
