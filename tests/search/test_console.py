@@ -225,7 +225,10 @@ def test_lines_go_to_the_stream_given():
 
 @pytest.fixture
 def restore_logging():
-    """Leaves the loggers, the environment and the console's state as they were."""
+    """Starts from a console with nothing held back (a study run earlier in this process, as
+    tests/test_bad_input.py runs, leaves it quiet with the levels it saved) and leaves the
+    loggers, the environment and the console's state as they were."""
+    quiet_ray_logs(True)
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     env = {key: os.environ.get(key) for key in QUIET_ENV}
     yield
