@@ -1,12 +1,14 @@
 """P5: how much compute the default search (seeded TPE + ASHA) needs against random search.
 
-For each search seed, two studies of the default config (studies/configs/qa_moe_search.yaml,
-8 QA-MoE trials of 8 epochs on MOSI-shaped data; the reference model off, as it does not take
-part in the search):
+For each search seed, two studies of the default config (studies/configs/qa_moe_search.yaml:
+QA-MoE trials of 8 epochs on MOSI-shaped data within a budget of trial-epochs; the reference
+model off, as it does not take part in the search):
 
-- ``tpe_asha``: the default, ``search.num_samples`` trials, Optuna's TPE, ASHA pruning;
-- ``random``: twice the trials, Optuna's random sampler, no pruning (``search.sampler: random``,
-  ``search.scheduler: none``).
+- ``tpe_asha``: the default, Optuna's TPE, ASHA pruning, as many trials (up to
+  ``search.num_samples``) as its budget allows: ``search.trial_epoch_budget``, or
+  ``search.num_samples`` x ``training.epochs`` when it sets none;
+- ``random``: twice that budget as whole trials (budget x 2 / epochs of them), Optuna's random
+  sampler, no pruning (``search.sampler: random``, ``search.scheduler: none``).
 
 Random search draws from a seed stream of its own (``search.seed`` + `RANDOM_SEED_OFFSET`): with
 the default's seed, both studies shared their first random points, and a random search whose
@@ -19,16 +21,20 @@ at or below the target (infinite when never). The ratio tpe_asha / random per se
 median over seeds, is the number to watch: goal at most 0.5.
 
     .venv/bin/python benchmarks/search_efficiency.py [--seeds 0 1 2 3 4] [--root /tmp/p5]
-        [--set key.path=value ...] [--name NAME]
+        [--set key.path=value ...] [--name NAME] [--random-from results/A.json ...]
 
 Results go to benchmarks/results/search_efficiency.json, or search_efficiency_<preset>.json
 for another synthetic preset (``--set data.preset=temporal``), or NAME.json. ``--set`` applies
-to both studies.
+to both studies. ``--random-from`` takes random search's side of each seed from earlier
+records instead of running it again: only where the record's random study is the one this run
+would train (its resolved config, ``random_config``, is compared; a record from before that
+field existed is taken on the word of ``--random-from``, and the output says so).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -57,24 +63,71 @@ def epochs_to_reach(scores: list[float], target: float) -> float:
     return math.inf
 
 
-def run(root: Path, seed: int, variant: str, extra: list[str]) -> list[float]:
+def study_config(seed: int, variant: str, extra: list[str]):
+    """The resolved config of one side of one seed (module docstring)."""
     from robustmsa.config import load
-    from robustmsa.search.study import run_study
 
     overrides = {"study.reference_model": "null", "search.seed": seed}
     if variant == "random":
         base = load(STUDY, extra)
+        s, epochs = base.kind_section, base.training.epochs
+        budget = s.trial_epoch_budget or s.num_samples * epochs
         overrides |= {
             "search.seed": seed + RANDOM_SEED_OFFSET,
             "search.sampler": "random",
             "search.scheduler": "none",
-            "search.num_samples": 2 * base.kind_section.num_samples,
+            "search.num_samples": math.ceil(2 * budget / epochs),
+            "search.trial_epoch_budget": "null",  # whole trials: at most twice the budget
+            "search.startup_trials": "null",  # a random sampler has no start-up phase
         }
-    config = load(STUDY, [*extra, *(f"{k}={v}" for k, v in overrides.items())])
+    return load(STUDY, [*extra, *(f"{k}={v}" for k, v in overrides.items())])
+
+
+def run(root: Path, seed: int, variant: str, extra: list[str]) -> list[float]:
+    from robustmsa.search.study import run_study
+
+    config = study_config(seed, variant, extra)
     where = root / f"seed{seed}-{variant}"
     where.mkdir(parents=True, exist_ok=True)
     result = run_study(config, root=where)
     return epochs_in_order(Path(result.storage_path), f"{config.name}-{result.parent_run_id[:8]}")
+
+
+def config_digest(config) -> str:
+    """A fingerprint of a resolved study config (sha256 of its sorted JSON)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def random_side(scores: list[float], digest: str) -> dict:
+    """Random search's side of a seed: its best, its trial-epochs trained and to the best."""
+    best = min(scores)
+    return {"best": best, "trained": len(scores), "to_best": epochs_to_reach(scores, best),
+            "config_sha256": digest}  # fmt: skip
+
+
+def recorded_random(paths: list[Path], extra: list[str]) -> dict[int, dict]:
+    """Random search's side of every seed recorded in ``paths`` (a later file wins), each
+    checked against the random study this run would train (module docstring)."""
+    sides = {}
+    for path in paths:
+        record = json.loads(path.read_text())
+        if record.get("random_seed_offset") != RANDOM_SEED_OFFSET:
+            raise SystemExit(f"{path}: random_seed_offset {record.get('random_seed_offset')} "
+                             f"is not this benchmark's {RANDOM_SEED_OFFSET}")  # fmt: skip
+        for row in record["per_seed"]:
+            side = row.get("random") or {  # records from before the random side had its own
+                "best": row["target"],
+                "trained": row["trial_epochs_trained"]["random"],
+                "to_best": row["trial_epochs_to_target"]["random"],
+            }
+            want = config_digest(study_config(row["seed"], "random", extra))
+            if side.get("config_sha256", want) != want:
+                raise SystemExit(f"{path}: seed {row['seed']}: its random study is not the one "
+                                 "this run would train (config_sha256 differs)")  # fmt: skip
+            sides[row["seed"]] = side | {"from": path.name,
+                                         "compared": "config_sha256" in side}  # fmt: skip
+    return sides
 
 
 def main() -> None:
@@ -85,27 +138,37 @@ def main() -> None:
     parser.add_argument(
         "--name", help="results go to <name>.json (default: search_efficiency[_<preset>])"
     )
+    parser.add_argument(
+        "--random-from", type=Path, nargs="+", default=[],
+        help="take random search's side of each seed from these earlier results",
+    )  # fmt: skip
     args = parser.parse_args()
     from robustmsa.config import load
 
     preset = load(STUDY, args.overrides).data.preset  # a bad override fails before any study
+    reused = recorded_random([p.resolve() for p in args.random_from], args.overrides)
     started = time.time()
     per_seed = []
     for seed in args.seeds:
-        scores = {v: run(args.root, seed, v, args.overrides) for v in ("random", "tpe_asha")}
-        target = min(scores["random"])
-        need = {v: epochs_to_reach(s, target) for v, s in scores.items()}
+        random = reused.get(seed) or random_side(
+            run(args.root, seed, "random", args.overrides),
+            config_digest(study_config(seed, "random", args.overrides)),
+        )
+        scores = run(args.root, seed, "tpe_asha", args.overrides)
+        target = random["best"]
+        need = {"random": random["to_best"], "tpe_asha": epochs_to_reach(scores, target)}
         per_seed.append(
             {
                 "seed": seed,
                 "target": target,
-                "trial_epochs_trained": {v: len(s) for v, s in scores.items()},
+                "trial_epochs_trained": {"random": random["trained"], "tpe_asha": len(scores)},
                 "trial_epochs_to_target": need,
-                "best": {v: min(s) for v, s in scores.items()},
+                "best": {"random": target, "tpe_asha": min(scores)},
                 "ratio": need["tpe_asha"] / need["random"],
+                "random": random,
             }
         )
-        print(json.dumps(per_seed[-1]))
+        print(json.dumps(per_seed[-1], default=str))
     ratios = [r["ratio"] for r in per_seed]
     record = {
         "date": time.strftime("%Y-%m-%d"),
@@ -114,6 +177,7 @@ def main() -> None:
         "preset": preset,
         "seeds": args.seeds,
         "random_seed_offset": RANDOM_SEED_OFFSET,
+        "random_from": sorted({r["random"]["from"] for r in per_seed if "from" in r["random"]}),
         "per_seed": per_seed,
         "median_ratio": statistics.median(ratios),
         "reached": sum(math.isfinite(r) for r in ratios),

@@ -177,7 +177,7 @@ def test_each_study_kind_reads_its_own_section_and_round_trips():
     config = load(STUDY_YAML)
     assert config.study.kind == "search" and type(config.kind_section) is KINDS["search"].section
     raw = config.to_dict()
-    assert "kind_section" not in raw and raw["search"]["num_samples"] == 8
+    assert "kind_section" not in raw and raw["search"]["trial_epoch_budget"] == 64
     assert from_dict(raw).to_dict() == raw  # a trial's config.yaml loads back the same
     confirm = from_dict({"study": {"kind": "confirm"}, "confirm": {"seeds": 4}})
     assert confirm.kind_section.seeds == 4 and "search" not in confirm.to_dict()
@@ -191,6 +191,10 @@ def test_each_study_kind_reads_its_own_section_and_round_trips():
         ({"search": {"kind": "per_rate"}}, r"^search\.kind: moved to study\.kind"),
         ({"search": {"levels": [0.5]}}, r"^search\.levels: moved to per_rate\.levels"),
         ({"search": {"num_samples": 0}}, r"^search\.num_samples: must be >= 1, got 0"),
+        (
+            {"search": {"trial_epoch_budget": 0}},
+            r"^search\.trial_epoch_budget: must be >= 1, got 0",
+        ),
         ({"per_rate": {"levels": [0.5]}}, r"^per_rate: the section of study kind 'per_rate', "),
         ({"study": {"kind": "confirm"}, "confirm": {"seeds": 1}}, r"^confirm\.seeds: .*at least"),
         (

@@ -93,9 +93,14 @@ def test_the_front_is_logged_on_the_parent(tmp_path):
 
 def test_tpe_leaves_random_sampling_after_half_the_trials():
     # Optuna's default of 10 random startup trials would keep an 8-trial search random.
+    unset = ["search.startup_trials=null"]
+    s = load(STUDY_YAML, [*unset, "search.num_samples=8"]).kind_section
+    assert s.resolved_startup_trials() == 4
+    assert load(STUDY_YAML, [*unset, "search.num_samples=2"]).kind_section \
+        .resolved_startup_trials() == 2  # fmt: skip
+    # The default study: up to 16 trials in 64 trial-epochs, its first 4 at random.
     s = load(STUDY_YAML).kind_section
-    assert s.num_samples == 8 and s.resolved_startup_trials() == 4
-    assert load(STUDY_YAML, ["search.num_samples=2"]).kind_section.resolved_startup_trials() == 2
+    assert (s.num_samples, s.trial_epoch_budget, s.resolved_startup_trials()) == (16, 64, 4)
     assert load(STUDY_YAML, ["search.startup_trials=3"]).kind_section.resolved_startup_trials() == 3
     with pytest.raises(ConfigError, match=r"search\.startup_trials: must be >= 1"):
         load(STUDY_YAML, ["search.startup_trials=0"])

@@ -15,7 +15,9 @@ Tune's end of experiment (`on_experiment_end`) waits for every task, so that whe
 experiments in one `FinishingTasks` and waits at its end.
 
 Final states: ``FINISHED`` with tag ``robustmsa.outcome`` = ``completed`` (ran all epochs or
-stopped by its own patience) or ``pruned`` (stopped by ASHA); ``FAILED`` when the trial raised.
+stopped by its own patience) or ``pruned`` (stopped by ASHA, or by the study's trial-epoch
+budget after some epochs); ``FAILED`` when the trial raised; ``KILLED`` with ``stopped`` when
+the budget stopped it before its first epoch.
 What each gets follows the study's evaluation policy (`robustmsa.search.study_evaluation`): a
 pruned trial ends with what it logged while training; a completed one gets its best epoch's
 validation spectrum; the test split is evaluated once, either for the study's selected trial
@@ -214,6 +216,31 @@ def last_checkpoint(
     return tune.Checkpoint(path, filesystem=fs)
 
 
+def reported_checkpoint(
+    checkpoint, metrics: dict | None, fs, trial_fs_path: str
+) -> tune.Checkpoint | str | None:
+    """``checkpoint`` (`last_checkpoint`), or the one a trial reported with its last result
+    (``metrics``) when Tune never registered it; ``fs`` and ``trial_fs_path``: the trial's
+    storage filesystem and directory there.
+
+    Tune registers a reported checkpoint in a save step after the result; a trial stopped with
+    the whole experiment meanwhile (a study's trial-epoch budget, `robustmsa.search.budget`)
+    loses that step, and its newest checkpoint, complete on storage (a trainable persists it
+    before it reports), would be missed: its run would end without its last epoch, or
+    without any checkpoint after one epoch."""
+    reported = (metrics or {}).get("checkpoint_dir_name")
+    if not reported or isinstance(checkpoint, str):  # str: a TorchTrainer trial's own path
+        return checkpoint
+    if checkpoint is not None and Path(checkpoint.path).name == reported:
+        return checkpoint
+    from pyarrow.fs import FileType
+
+    path = f"{trial_fs_path.rstrip('/')}/{reported}"
+    if fs.get_file_info(path).type != FileType.Directory:
+        return checkpoint
+    return tune.Checkpoint(path, filesystem=fs)
+
+
 def checkpoint_directory(checkpoint: tune.Checkpoint | str | None):
     """A context manager yielding ``checkpoint`` (see `last_checkpoint`) as a local directory,
     or None."""
@@ -240,7 +267,9 @@ def finish_trial_run(
     reference model's validation rows), its effective robustness; with ``evaluate_test``
     (``evaluation.test_policy: completed``, and the variants of comparison studies) its one test
     evaluation, on ``device``."""
-    outcome = "no checkpoint"
+    # No checkpoint: the trial reported no epoch, stopped with its experiment before its first
+    # (a study's trial-epoch budget); its run ends KILLED, as an interrupted study's do.
+    outcome = "stopped"
     if checkpoint_dir is not None:
         state, rows = load_state(checkpoint_dir)
         done = state["epoch"] >= state["epochs"] or state["patience_exhausted"]
@@ -263,7 +292,7 @@ def finish_trial_run(
             {"robustmsa.best_epoch": state["best_epoch"], "robustmsa.epochs_run": state["epoch"]},
         )
     client.set_tag(run_id, "robustmsa.outcome", outcome)
-    client.set_terminated(run_id, "FINISHED" if checkpoint_dir is not None else "FAILED")
+    client.set_terminated(run_id, "FINISHED" if checkpoint_dir is not None else "KILLED")
     return outcome
 
 
@@ -453,7 +482,12 @@ class TrialRunFinisher(tune.Callback):
         client = SpoolingClient(self.tracking_uri)
         ready, reference = self._reference()
         for run in self._runs(client, trial):
-            checkpoint = last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path)
+            checkpoint = reported_checkpoint(
+                last_checkpoint(trial.checkpoint, trial.last_result, self.storage_path),
+                trial.last_result,
+                trial.storage.storage_filesystem,
+                trial.storage.trial_fs_path,
+            )
             if ready:
                 self._submit(trial.trial_id, run.info.run_id, checkpoint, reference)
             else:
@@ -482,7 +516,12 @@ class TrialRunFinisher(tune.Callback):
             runs = client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}'"
             )
-            checkpoint = last_checkpoint(result.checkpoint, result.metrics, self.storage_path)
+            checkpoint = reported_checkpoint(
+                last_checkpoint(result.checkpoint, result.metrics, self.storage_path),
+                result.metrics,
+                result.filesystem,
+                result.path,
+            )
             for run in runs:
                 if run.info.status in ("FINISHED", "FAILED"):
                     continue

@@ -35,6 +35,7 @@ def build_tuner(
     metric: str | None = None,
     mode: str | list[str] | None = None,
     max_failures: int = 0,
+    trial_epoch_budget: int | None = None,
 ):
     """A `tune.Tuner` for the registered ``trainable``; trials are named (and their
     directories) ``<trial_prefix>_<trial id>``; an existing experiment ``name`` is restored
@@ -43,8 +44,14 @@ def build_tuner(
     ``reuse_actors``: a trial process imports torch and MLflow (about 5 s on 2 cores), so
     in-process trials reuse a finished trial's actor (benchmarks/trial_overhead.py); not with a
     TorchTrainer, whose stopped trial's thread outlives Tune's reset timeout while Train shuts
-    down (reuse then stalled a study here)."""
+    down (reuse then stalled a study here).
+
+    ``trial_epoch_budget``: the experiment ends once its trials have trained that many epochs
+    together (`robustmsa.search.budget`); a restored experiment counts what its trials had
+    trained before."""
     from ray import tune
+
+    from robustmsa.search.budget import TrialEpochBudget
 
     def trial_name(trial) -> str:
         return f"{trial_prefix}_{trial.trial_id}"
@@ -54,7 +61,10 @@ def build_tuner(
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
         # The callbacks come back pickled from the interrupted process; this study's own
         # (its finishing tasks, its reference model's rows) replace them.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = callbacks
+        if trial_epoch_budget is not None:
+            run_config.stop = TrialEpochBudget.seeded(trial_epoch_budget, _last_results(tuner))
         return tuner
     return tune.Tuner(
         trainable,
@@ -76,6 +86,7 @@ def build_tuner(
             callbacks=callbacks,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             failure_config=tune.FailureConfig(max_failures=max_failures),
+            stop=TrialEpochBudget(trial_epoch_budget) if trial_epoch_budget is not None else None,
             verbose=0,
         ),
     )
@@ -88,6 +99,16 @@ def build_tuner(
 # fault drill found it). Keeping three covers the epochs of a snapshot's lag.
 KEEP_CHECKPOINTS = 3
 SNAPSHOT_S = "1"  # TUNE_GLOBAL_CHECKPOINT_S unless the environment sets it
+
+
+def _last_results(tuner) -> list[tuple[str, dict]]:
+    """``(trial id, last result)`` of a restored experiment's trials (none when Tune could
+    not read them back)."""
+    try:
+        grid = tuner.get_results()
+    except RuntimeError:  # Tune found no results to restore: nothing was trained
+        return []
+    return [(r.metrics["trial_id"], r.metrics) for r in grid if r.metrics]
 
 
 def experiment_path(storage_path: str, name: str) -> str:

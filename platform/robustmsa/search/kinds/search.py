@@ -50,6 +50,7 @@ from robustmsa.training.loop import OBJECTIVE
 
 SEARCH_METRIC = "best/" + OBJECTIVE
 TRIALS_TABLE = "tables/study_trials.json"
+TRIAL_EPOCHS = "search/trial_epochs"  # on the parent: the epochs all trials trained
 
 
 @dataclass
@@ -67,6 +68,11 @@ class SearchSection:
     # TPE samples its first points at random: Optuna's default of 10 would leave a search of 8
     # trials random throughout. None: half the trials (at least 2).
     startup_trials: int | None = None
+    # The study's compute in trial-epochs (robustmsa.search.budget): once its trials have
+    # trained this many epochs together it ends; until then it proposes up to num_samples
+    # trials, so the epochs ASHA saves buy more trials. None: num_samples trials, whatever
+    # they cost.
+    trial_epoch_budget: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "grace_period"):
@@ -78,6 +84,8 @@ class SearchSection:
             raise ValueError(f"objectives: repeated in {self.objectives}")
         if self.startup_trials is not None and self.startup_trials < 1:
             raise ValueError(f"startup_trials: must be >= 1, got {self.startup_trials}")
+        if self.trial_epoch_budget is not None and self.trial_epoch_budget < 1:
+            raise ValueError(f"trial_epoch_budget: must be >= 1, got {self.trial_epoch_budget}")
 
     def resolved_startup_trials(self) -> int:
         """TPE's random start (``startup_trials``; None: half the trials, at least 2)."""
@@ -211,13 +219,15 @@ def _check_feasible(config: StudyConfig, space: list[ParamSpace]) -> None:
 def log_study_summary(client, parent_run_id: str, result: StudyResult) -> None:
     """The study's summary on its parent run: the selected trial's score (``best/...``), the
     reference's and the oracle's validation spectrum scores (``reference/...``, ``oracle/...``),
-    the selected and reference run ids as tags, and one row per trial (``tables/
-    study_trials.json``: id, run, outcome, score, epochs, the searched parameters)."""
+    the selected and reference run ids as tags, the trial-epochs the trials trained together
+    (``search/trial_epochs``, what a ``trial_epoch_budget`` counts) and one row per trial
+    (``tables/study_trials.json``: id, run, outcome, score, epochs, the searched parameters)."""
     import pandas as pd
 
     from robustmsa.tracking.runs import log_metrics, set_tags
 
     metrics = [(SEARCH_METRIC, result.best.score, 0)]
+    metrics.append((TRIAL_EPOCHS, sum(t.epochs or 0 for t in result.trials), 0))
     tags = {"robustmsa.best_trial": result.best.trial_id}
     tags["robustmsa.selected_run_id"] = result.selected_run_id
     if result.reference:
@@ -406,6 +416,7 @@ def run(setup: StudySetup) -> None:
             metric=metrics[0],  # ASHA prunes on the first objective
             mode=modes[0],
             max_failures=config.study.max_failures,
+            trial_epoch_budget=s.trial_epoch_budget,
         )
         grid = fit(tuner, "the search")
         reference_rows = setup.reference
