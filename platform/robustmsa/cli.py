@@ -69,14 +69,14 @@ def study_main(argv: list[str] | None, default_config: Path, description: str) -
                 smoke["data.preset"] = "tiny"
             overrides = [f"{k}={json.dumps(v)}" for k, v in smoke.items()]
             config = load(args.config, overrides + args.overrides)
-        from robustmsa.search.console import quiet_ray_logs
+        from robustmsa.search.console import quiet_console
         from robustmsa.search.study import run_study
 
         resume_run_id = None
         if args.resume:
             resume_run_id = _resume_target(config, args.resume, args.root)
-        quiet_ray_logs(args.verbose)  # before Ray starts: its local workers inherit it
-        result = run_study(config, root=args.root, resume_run_id=resume_run_id)
+        with quiet_console(args.verbose):  # before Ray starts: its local workers inherit it
+            result = run_study(config, root=args.root, resume_run_id=resume_run_id)
     except StudyInterrupted as exc:
         return _interrupted(exc)
     except RobustMSAError as exc:
@@ -405,11 +405,11 @@ def _reproduce(args) -> int:
         )
         return 1
     config = reproduce.confirm_study(client, args.run_id, args.seeds, uri)
-    from robustmsa.search.console import quiet_ray_logs
+    from robustmsa.search.console import quiet_console
     from robustmsa.search.study import run_study
 
-    quiet_ray_logs(False)  # only once the input is known good: it quiets this whole process
-    result = run_study(config, root=args.root)
+    with quiet_console():  # only once the input is known good
+        result = run_study(config, root=args.root)
     print(format_result(result, client.get_experiment(result.experiment_id).name))
     return 0
 
@@ -433,7 +433,7 @@ def _resume(args) -> int:
     from mlflow.tracking import MlflowClient
 
     from robustmsa.search import resume
-    from robustmsa.search.console import quiet_ray_logs
+    from robustmsa.search.console import quiet_console
     from robustmsa.search.study import run_study
 
     uri = _read_only_store(args.tracking_uri)
@@ -442,9 +442,9 @@ def _resume(args) -> int:
     config = resume.logged_config(client, args.run_id)
     if config.tracking.uri is None:
         os.environ["MLFLOW_TRACKING_URI"] = uri  # the store the run was found in
-    quiet_ray_logs(args.verbose)
     try:
-        result = run_study(config, root=root, resume_run_id=args.run_id)
+        with quiet_console(args.verbose):
+            result = run_study(config, root=root, resume_run_id=args.run_id)
     except StudyInterrupted as exc:
         return _interrupted(exc)
     print(format_result(result, config.tracking.experiment))

@@ -121,6 +121,25 @@ def test_a_search_prints_starts_epochs_the_best_so_far_and_trials_done(capsys):
     assert c.lines() == ["trial: 1 completed, 1 pruned  best 0.8000 (trial_bbbb2)  done 2/2"]
 
 
+def test_a_budgeted_search_shows_the_trial_epochs_spent_and_who_the_budget_stopped(capsys):
+    c = Console(capsys, total=4, epochs=3, budget=4)
+    a, b = FakeTrial("aaaa1", {}), FakeTrial("bbbb2", {})
+    c.start(a)
+    c.result(a, epoch_result(1, 0.9, 0.9, 1, epochs=3, patience_exhausted=0))
+    c.start(b)
+    assert c.result(b, epoch_result(1, 0.8, 0.8, 1, epochs=3, patience_exhausted=0)).endswith(
+        "done 0/4, 2/4 trial-epochs"
+    )
+    c.result(a, epoch_result(2, 0.85, 0.85, 2, epochs=3, patience_exhausted=0))
+    assert c.complete(b).endswith("done 1/4, 3/4 trial-epochs")  # pruned after one epoch
+    c.result(a, epoch_result(3, 0.7, 0.7, 3, epochs=3, patience_exhausted=0))
+    c.cb.on_experiment_end([a, b, FakeTrial("cccc3", {})])  # a and c stopped with the study
+    assert c.lines() == [
+        "trial: 1 pruned, 2 stopped by the budget  best 0.7000 (trial_aaaa1)  done 1/4, "
+        "4/4 trial-epochs"
+    ]
+
+
 def test_the_elapsed_time_runs_from_the_study_start(capsys):
     cb = ConsoleProgress(total=1, epochs=1, started=time.time() - 41.3)
     cb.on_trial_start(0, [], FakeTrial("t1", {"lr": 0.1}))
@@ -225,9 +244,9 @@ def test_lines_go_to_the_stream_given():
 
 @pytest.fixture
 def restore_logging():
-    """Starts from a console with nothing held back (a study run earlier in this process, as
-    tests/test_bad_input.py runs, leaves it quiet with the levels it saved) and leaves the
-    loggers, the environment and the console's state as they were."""
+    """Starts from a console with nothing held back (a caller may have quieted this process
+    with `quiet_ray_logs`) and leaves the loggers, the environment and the console's state as
+    they were."""
     quiet_ray_logs(True)
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
     env = {key: os.environ.get(key) for key in QUIET_ENV}
@@ -291,11 +310,15 @@ def test_study_main_parses_verbose_and_quiets_before_the_study(
         raise RobustMSAError("stop here")
 
     quiet_ray_logs(True)
+    level_before = logging.getLogger("ray.train._internal.storage").level
     monkeypatch.setattr(study, "run_study", fake_run_study)
     argv = ["--smoke-test", "--root", "/nonexistent", *(["--verbose"] if verbose else [])]
     assert study_main(argv, REPO / "studies" / "configs" / "qa_moe_search.yaml", "t") == 2
     assert seen["quiet"] is not verbose
     assert (seen["level"] == logging.WARNING) is not verbose
+    # ... and leaves the console as it found it: a notebook's next cell is not quieted.
+    assert worker_runtime_env() == {}
+    assert logging.getLogger("ray.train._internal.storage").level == level_before
 
 
 def test_the_per_checkpoint_line_is_gone_by_default_and_back_with_verbose(

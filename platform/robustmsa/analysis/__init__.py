@@ -9,9 +9,10 @@ study logged, and where (`robustmsa.search.study`, `robustmsa.search.kinds.compa
   the reference's and the oracle's validation spectrum scores, the oracle's spectrum tables
   ``spectrum/oracle_<split>.parquet``, and for ``compare_models`` the comparison table
   ``comparison/models.parquet`` with its figures;
-- one *child run* per trial (tag ``robustmsa.trial_id``; ``robustmsa.outcome`` completed or
-  pruned; ``robustmsa.role`` for the reference model and the models of a comparison): the
-  trial's params, per-epoch metrics (step = epoch) and its spectrum tables.
+- one *child run* per trial (tag ``robustmsa.trial_id``; ``robustmsa.outcome`` completed,
+  pruned, or stopped by a trial-epoch budget before its first epoch; ``robustmsa.role`` for the
+  reference model and the models of a comparison): the trial's params, per-epoch metrics
+  (step = epoch) and its spectrum tables.
 
 Use the names re-exported here (``from robustmsa import analysis``, then ``analysis.find_study``
 ...); they live in one module per job:

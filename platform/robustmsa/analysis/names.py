@@ -12,7 +12,7 @@ from robustmsa.tracking.runs import STUDY_TAG as STUDY_TAG
 from robustmsa.tracking.runs import TRIAL_TAG as TRIAL_TAG
 
 ROLE_TAG = "robustmsa.role"  # search.trial.ROLE_TAG
-OUTCOME_TAG = "robustmsa.outcome"  # completed | pruned
+OUTCOME_TAG = "robustmsa.outcome"  # completed | pruned | stopped (before its first epoch)
 EPOCHS_TAG = "robustmsa.epochs_run"
 SELECTED_TAG = "robustmsa.selected_run_id"
 REFERENCE_TAG = "robustmsa.reference_run_id"

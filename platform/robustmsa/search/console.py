@@ -17,6 +17,7 @@ trial process (Ray Train's storage code), so the trial processes need the same: 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -24,6 +25,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from ray import tune
@@ -86,6 +88,22 @@ def quiet_ray_logs(verbose: bool = False) -> None:
             os.environ[key] = value
             _set_env.append(key)
     _quiet = True
+
+
+@contextlib.contextmanager
+def quiet_console(verbose: bool = False) -> Iterator[None]:
+    """`quiet_ray_logs` for the span of one study: what this call held back comes back when the
+    block ends, however it ends, so that an entry point run from a notebook or a test leaves
+    the process's logging as it found it. A console already quiet (a caller's own
+    `quiet_ray_logs`) is left quiet; ``verbose`` brings everything back, as
+    ``quiet_ray_logs(True)`` does."""
+    quieted_here = not verbose and not _quiet
+    quiet_ray_logs(verbose)
+    try:
+        yield
+    finally:
+        if quieted_here:
+            quiet_ray_logs(True)
 
 
 def quiet_worker_logs() -> None:
@@ -171,8 +189,10 @@ class ConsoleProgress(tune.Callback):
         label: str = "trial",
         started: float | None = None,
         stream: TextIO | None = None,
+        budget: int | None = None,
     ):
         self.total = total
+        self.budget = budget  # the search's trial-epoch budget: shown beside the trials done
         self.epochs = epochs
         self.metric = metric
         self.label = label
@@ -180,6 +200,7 @@ class ConsoleProgress(tune.Callback):
         self.stream = stream
         self.outcomes: dict[str, str] = {}  # trial id -> completed / pruned / error
         self._best: dict[str, float] = {}  # trial id -> its best score so far (not errored)
+        self._trained: dict[str, int] = {}  # trial id -> the epochs it reported
 
     # -- formatting
 
@@ -194,7 +215,13 @@ class ConsoleProgress(tune.Callback):
             best = f"best {self._best[tid]:.4f} ({self.label}_{tid})"
         else:
             best = "best -"
-        return f"{best}  done {len(self.outcomes)}/{self.total}"
+        spent = f", {self.spent}/{self.budget} trial-epochs" if self.budget else ""
+        return f"{best}  done {len(self.outcomes)}/{self.total}{spent}"
+
+    @property
+    def spent(self) -> int:
+        """Trial-epochs reported so far."""
+        return sum(self._trained.values())
 
     def _emit(self, trial, text: str) -> None:
         elapsed = time.time() - self.started
@@ -232,6 +259,8 @@ class ConsoleProgress(tune.Callback):
         best = _score(result.get("best/" + self.metric))
         if best is not None:
             self._best[trial.trial_id] = best
+        if isinstance(result.get("epoch"), numbers.Real):
+            self._trained[trial.trial_id] = int(result["epoch"])
         score = _score(result.get(self.metric))
         shown = f"{score:.4f}" if score is not None else "-"
         epoch = result.get("epoch", "?")
@@ -277,6 +306,10 @@ class ConsoleProgress(tune.Callback):
         counts = {}
         for outcome in self.outcomes.values():
             counts[outcome] = counts.get(outcome, 0) + 1
+        if self.budget and self.spent >= self.budget:
+            # The budget stopped the trials still running; Tune reports no end for them.
+            cut = sum(1 for t in trials if t.trial_id not in self.outcomes)
+            counts["stopped by the budget"] = cut
         parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "no trial ended"
         elapsed = time.time() - self.started
         line = f"[{elapsed:7.1f}s] {self.label}: {parts}  {self._status()}"

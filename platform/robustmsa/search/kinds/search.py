@@ -19,6 +19,10 @@ the front (0 the front's best, 1 its worst), the member closest (Euclidean) to t
 of all zeros; ties go to the better first objective. With one objective the selected trial is
 simply the best.
 
+``trial_epoch_budget`` gives the search its compute in trial-epochs
+(`robustmsa.search.budget`): trials are proposed, up to ``num_samples``, until they have
+trained that many epochs together, so the epochs ASHA saves buy more trials.
+
 The reference model trains beside the search (set-up's thread) and every completed trial's run
 gets its effective robustness against that model's validation curves. What is evaluated beyond
 each epoch's validation follows ``evaluation.test_policy`` (`robustmsa.search.
@@ -396,7 +400,12 @@ def run(setup: StudySetup) -> None:
             storage_path=result.storage_path,
             callbacks=[
                 ConsoleProgress(
-                    s.num_samples, config.training.epochs, OBJECTIVE, "trial", setup.started
+                    s.num_samples,
+                    config.training.epochs,
+                    OBJECTIVE,
+                    "trial",
+                    setup.started,
+                    budget=s.trial_epoch_budget,
                 ),
                 finisher,
             ],
