@@ -77,3 +77,19 @@ def test_a_study_stops_when_its_trials_have_spent_the_budget(tmp_path, local_ray
             assert int(tags["robustmsa.epochs_run"]) == row.epochs
         else:  # stopped with the study before its first epoch
             assert (run.info.status, tags["robustmsa.outcome"]) == ("KILLED", "stopped")
+
+    # Restored (as `robustmsa resume` restores it), the budget counts what the trials trained.
+    from robustmsa.search.tuner import build_tuner
+
+    restored = build_tuner(
+        f"robustmsa_trial_{result.parent_run_id[:8]}",  # registered by the study above
+        name=f"{config.name}-{result.parent_run_id[:8]}",
+        storage_path=result.storage_path,
+        callbacks=[],
+        max_concurrent=2,
+        reuse_actors=True,
+        trial_prefix="trial",
+        trial_epoch_budget=budget,
+    )
+    stop = restored._local_tuner.get_run_config().stop
+    assert stop.spent == sum(trained) and stop.stop_all()
