@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 from paths import REPO
+from pyarrow.fs import LocalFileSystem
+from ray import tune
 from robustmsa.config import load
 from robustmsa.search.budget import TrialEpochBudget
 from robustmsa.search.kinds.search import TRIAL_EPOCHS
 from robustmsa.search.study import run_study
-from robustmsa.search.trial import ROLE_TAG
+from robustmsa.search.trial import ROLE_TAG, reported_checkpoint
 
 STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
 
@@ -37,6 +39,25 @@ def test_a_resumed_budget_starts_from_what_its_trials_trained():
 def test_a_budget_below_one_epoch_is_refused():
     with pytest.raises(ValueError, match="must be >= 1, got 0"):
         TrialEpochBudget(0)
+
+
+def test_the_checkpoint_a_trial_reported_is_found_where_tune_never_registered_it(tmp_path):
+    for name in ("checkpoint_000000", "checkpoint_000001"):
+        (tmp_path / name).mkdir()
+    registered = tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000000"))
+    fs, where = LocalFileSystem(), str(tmp_path)
+
+    def found(checkpoint, metrics):
+        return reported_checkpoint(checkpoint, metrics, fs, where)
+
+    newer = found(registered, {"checkpoint_dir_name": "checkpoint_000001"})
+    assert newer.path == str(tmp_path / "checkpoint_000001")
+    assert found(None, {"checkpoint_dir_name": "checkpoint_000001"}).path == newer.path
+    # Tune's own when it is the reported one, when nothing is reported or nothing is there.
+    assert found(registered, {"checkpoint_dir_name": "checkpoint_000000"}) is registered
+    assert found(registered, {}) is registered
+    assert found(registered, {"checkpoint_dir_name": "checkpoint_000002"}) is registered
+    assert found("/a/train/path", {"checkpoint_dir_name": "checkpoint_000001"}) == "/a/train/path"
 
 
 def test_a_study_stops_when_its_trials_have_spent_the_budget(tmp_path, local_ray):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import shutil
 from concurrent.futures import Future
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from pyarrow.fs import LocalFileSystem
 from ray import tune
 from robustmsa.config import from_dict
 from robustmsa.errors import RobustMSAError
@@ -57,6 +59,11 @@ def _trial(client, experiment, trial_id, checkpoint_dir):
         trial_id=trial_id,
         checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)),
         last_result={},
+        # Where Tune keeps the trial's files (a reported checkpoint Tune never registered
+        # would be read from there: `robustmsa.search.trial.reported_checkpoint`).
+        storage=SimpleNamespace(
+            storage_filesystem=LocalFileSystem(), trial_fs_path=str(Path(checkpoint_dir).parent)
+        ),
     )
     return run_id, trial
 
