@@ -27,8 +27,8 @@ Results go to benchmarks/results/search_efficiency.json, or search_efficiency_<p
 for another synthetic preset (``--set data.preset=temporal``), or NAME.json. ``--set`` applies
 to both studies. ``--random-from`` takes random search's side of each seed from earlier
 records instead of running it again: only where the record's random study is the one this run
-would train (its resolved config, ``random_config``, is compared; a record from before that
-field existed is taken on the word of ``--random-from``, and the output says so).
+would train (the sha256 of its resolved config, ``config_sha256``, is compared; a record from
+before that field existed is taken on the word of ``--random-from``, and the output says so).
 """
 
 from __future__ import annotations

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
-from paths import REPO
 from pyarrow.fs import LocalFileSystem
 from ray import tune
-from robustmsa.config import load
 from robustmsa.search.budget import TrialEpochBudget
 from robustmsa.search.kinds.search import TRIAL_EPOCHS
 from robustmsa.search.study import run_study
 from robustmsa.search.trial import ROLE_TAG, reported_checkpoint
-
-STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
+from search_smoke import smoke_config
 
 
 def test_the_budget_counts_each_trials_highest_epoch_once():
@@ -64,18 +61,9 @@ def test_a_study_stops_when_its_trials_have_spent_the_budget(tmp_path, local_ray
     """Six trials of three epochs would train up to 18 epochs; the budget of 7 ends the study
     first, and the epochs each run reports are those its trial trained."""
     budget = 7
-    overrides = {
-        "data.preset": "tiny",
-        "data.cache_dir": str(tmp_path / "data"),
-        "training.epochs": 3,
-        "search.num_samples": 6,
-        "search.grace_period": 1,
-        "search.trial_epoch_budget": budget,
-        "model.params.hidden": 16,
-        "model.params.expert_hidden": 32,
-        "study.reference_model": "null",
-    }
-    config = load(STUDY_YAML, [f"{k}={v}" for k, v in overrides.items()])
+    config = smoke_config(
+        tmp_path, **{"search.num_samples": 6, "search.trial_epoch_budget": budget}
+    )
     result = run_study(config, root=tmp_path)
     trained = [t.epochs for t in result.trials if t.epochs]
     # Concurrent trials report independently: one epoch over per other running trial at most.

@@ -14,10 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from paths import REPO
 from robustmsa.cli import format_result
 from robustmsa.cli import main as cli_main
-from robustmsa.config import from_dict, load
+from robustmsa.config import from_dict
 from robustmsa.data.batch import MODALITIES
 from robustmsa.data.parquet import open_dataset
 from robustmsa.errors import RobustMSAError
@@ -25,23 +24,7 @@ from robustmsa.evaluation.floor import floor_metrics, logged_floor, train_median
 from robustmsa.evaluation.logged import TEST_TAG
 from robustmsa.search.study import SEARCH_METRIC, run_study
 from robustmsa.search.trial import ROLE_TAG
-
-STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
-
-
-def smoke_config(tmp_path, **overrides):
-    base = {
-        "data.preset": "tiny",
-        "data.cache_dir": str(tmp_path / "data"),
-        "training.epochs": 3,
-        "search.num_samples": 3,
-        "search.grace_period": 1,
-        "model.params.hidden": 16,
-        "model.params.expert_hidden": 32,
-        "study.reference_model": "null",  # the first test turns it on
-    }
-    base.update(overrides)
-    return load(STUDY_YAML, [f"{k}={v}" for k, v in base.items()])
+from search_smoke import smoke_config
 
 
 def runs_of(root, uri: str | None = None):
