@@ -59,11 +59,15 @@ def test_the_checkpoint_a_trial_reported_is_found_where_tune_never_registered_it
 
 def test_a_study_stops_when_its_trials_have_spent_the_budget(tmp_path, local_ray):
     """Six trials of three epochs would train up to 18 epochs; the budget of 7 ends the study
-    first, and the epochs each run reports are those its trial trained."""
+    first, and the epochs each run reports are those its trial trained. The median stopping
+    rule stops trials here (the other studies of the suite use ASHA), so a trial it stops
+    ends as a pruned one."""
     budget = 7
     config = smoke_config(
-        tmp_path, **{"search.num_samples": 6, "search.trial_epoch_budget": budget}
-    )
+        tmp_path,
+        **{"search.num_samples": 6, "search.trial_epoch_budget": budget,
+           "search.scheduler": "median"},
+    )  # fmt: skip
     result = run_study(config, root=tmp_path)
     trained = [t.epochs for t in result.trials if t.epochs]
     # Concurrent trials report independently: one epoch over per other running trial at most.

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import optuna
-from robustmsa.config import ParamSpace, from_dict
+from paths import REPO
+from robustmsa.config import ParamSpace, from_dict, load
+from robustmsa.search.kinds.search import optuna_sampler
 from robustmsa.search.space import define_by_run
 
+STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
 SPACE = [
     ParamSpace(name="model.params.num_experts", type="int", low=2, high=8),
     ParamSpace(name="model.params.top_k", type="int", low=1, high="model.params.num_experts"),
@@ -14,16 +17,24 @@ SPACE = [
 ]
 
 
-def sample(seed: int, n: int) -> list[dict]:
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+def sample(seed: int, n: int, sampler=None, objective=lambda point: 0.0) -> list[dict]:
+    sampler = sampler or optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(sampler=sampler)
     space = define_by_run(SPACE)
     points = []
     for _ in range(n):
         trial = study.ask()
         space(trial)
         points.append(dict(trial.params))
-        study.tell(trial, 0.0)
+        study.tell(trial, objective(trial.params))
     return points
+
+
+def bowl(point: dict) -> float:
+    """A minimum where few experts meet a high rate: the two parameters interact."""
+    return (point["model.params.num_experts"] - 3) ** 2 / 9 + (
+        point["training.lr"] / 3e-3 - 1
+    ) ** 2 * point["model.params.num_experts"]
 
 
 def test_dependent_bound_and_ranges_hold():
@@ -39,3 +50,27 @@ def test_dependent_bound_and_ranges_hold():
 def test_seeded_sampler_is_reproducible():
     assert sample(seed=3, n=12) == sample(seed=3, n=12)
     assert sample(seed=3, n=12) != sample(seed=4, n=12)
+
+
+def study_sampler(*overrides: str):
+    return optuna_sampler(load(STUDY_YAML, list(overrides)).kind_section)
+
+
+def test_multivariate_tpe_keeps_the_dependent_bound_and_its_seed():
+    """``search.multivariate`` reaches the sampler: the same random start, then other points
+    than the independent TPE's, and top_k (its range moves with num_experts) stays valid."""
+    on = ["search.multivariate=true", "search.seed=5"]
+    joint = sample(0, 24, study_sampler(*on), bowl)
+    start = load(STUDY_YAML).kind_section.resolved_startup_trials()
+    apart = sample(0, 24, study_sampler("search.seed=5"), bowl)
+    assert joint[:start] == apart[:start]
+    assert joint[start:] != apart[start:]
+    assert joint == sample(0, 24, study_sampler(*on), bowl)
+    for point in joint:
+        assert 1 <= point["model.params.top_k"] <= point["model.params.num_experts"] <= 8
+
+
+def test_random_sampler_is_seeded():
+    points = sample(0, 6, study_sampler("search.sampler=random", "search.seed=2"))
+    assert points == sample(0, 6, study_sampler("search.sampler=random", "search.seed=2"))
+    assert points != sample(0, 6, study_sampler("search.sampler=random", "search.seed=3"))

@@ -2,9 +2,10 @@
 
 Section ``search:`` (`SearchSection`): ``num_samples`` trials sampled by Optuna's TPE (seed
 ``seed``) from ``space`` (empty: the model's own space, `ModelSpec.search_space`), pruned by
-ASHA (``grace_period``, ``reduction_factor``, on training epochs); ``sampler: random`` and
-``scheduler: none`` give plain random search, the baseline that benchmarks/search_efficiency.py
-measures the default against. Objective:
+ASHA (``grace_period``, ``reduction_factor``, on training epochs) or the median stopping rule
+(``scheduler: median``, `robustmsa.search.schedulers`); ``sampler: random`` and ``scheduler:
+none`` give plain random search, the baseline that benchmarks/search_efficiency.py measures the
+default against. Objective:
 ``best/val/spectrum_score`` (the best-so-far validation spectrum score,
 `robustmsa.evaluation.summaries.spectrum_score`), minimised.
 
@@ -68,10 +69,17 @@ class SearchSection:
     space: list[ParamSpace] = field(default_factory=list)  # empty: the model's own space
     objectives: list[str] = field(default_factory=list)  # empty: [val/spectrum_score]
     sampler: Literal["tpe", "random"] = "tpe"  # random: the baseline of search_efficiency.py
-    scheduler: Literal["asha", "none"] = "asha"  # none: every trial runs all its epochs
+    # asha: ASHA's rungs (grace_period, reduction_factor); median: Tune's median stopping rule
+    # (after grace_period epochs, a trial whose best is worse than the median of the other
+    # trials' running means at that epoch stops); none: every trial runs all its epochs.
+    scheduler: Literal["asha", "median", "none"] = "asha"
     # TPE samples its first points at random: Optuna's default of 10 would leave a search of 8
     # trials random throughout. None: half the trials (at least 2).
     startup_trials: int | None = None
+    # TPE's joint density over the parameters (Optuna's multivariate TPE) instead of one per
+    # parameter: it sees that, say, a high rate pairs with few experts. A parameter whose range
+    # moves with another (top_k up to num_experts) is still drawn on its own.
+    multivariate: bool = False
     # The study's compute in trial-epochs (robustmsa.search.budget): once its trials have
     # trained this many epochs together it ends; until then it proposes up to num_samples
     # trials, so the epochs ASHA saves buy more trials. None: num_samples trials, whatever
@@ -341,6 +349,22 @@ def log_pareto(client, parent_run_id: str, result: StudyResult, objectives: list
     plt.close(fig)
 
 
+def optuna_sampler(s: SearchSection):
+    """The seeded Optuna sampler of ``s``: TPE (``startup_trials``, ``multivariate``) or random."""
+    from optuna.samplers import RandomSampler, TPESampler
+
+    if s.sampler == "random":
+        return RandomSampler(seed=s.seed)
+    # constant_liar: a trial still running counts as a poor result, so concurrent trials are
+    # not all proposed next to the same promising point.
+    return TPESampler(
+        seed=s.seed,
+        n_startup_trials=s.resolved_startup_trials(),
+        constant_liar=True,
+        multivariate=s.multivariate,
+    )
+
+
 def run(setup: StudySetup) -> None:
     """The search, the selection on validation, the test report and figures of the selected
     trial and the reference, the summary on the parent (module docstring)."""
@@ -348,13 +372,12 @@ def run(setup: StudySetup) -> None:
 
     import ray
     import yaml
-    from optuna.samplers import RandomSampler, TPESampler
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from robustmsa.config import from_dict
     from robustmsa.evaluation.summaries import spectrum_score
     from robustmsa.search.console import ConsoleProgress
+    from robustmsa.search.schedulers import trial_scheduler
     from robustmsa.search.space import define_by_run
     from robustmsa.search.study import child_runs
     from robustmsa.search.study_evaluation import present_runs, start_oracle
@@ -380,20 +403,7 @@ def run(setup: StudySetup) -> None:
             storage_path=result.storage_path,
             evaluate_test=test_in_finishing,
         )
-        if s.sampler == "tpe":
-            # constant_liar: a trial still running counts as a poor result, so concurrent
-            # trials are not all proposed next to the same promising point.
-            sampler = TPESampler(
-                seed=s.seed, n_startup_trials=s.resolved_startup_trials(), constant_liar=True
-            )
-        else:
-            sampler = RandomSampler(seed=s.seed)
-        asha = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=epochs,
-            grace_period=min(s.grace_period, epochs),
-            reduction_factor=s.reduction_factor,
-        )
+        sampler = optuna_sampler(s)
         tuner = build_tuner(
             setup.trainable,
             name=f"{config.name}-{setup.parent[:8]}",
@@ -421,8 +431,8 @@ def run(setup: StudySetup) -> None:
                 mode=modes if len(modes) > 1 else modes[0],
                 sampler=sampler,
             ),
-            scheduler=asha if s.scheduler == "asha" else None,
-            metric=metrics[0],  # ASHA prunes on the first objective
+            scheduler=trial_scheduler(s, epochs),
+            metric=metrics[0],  # the scheduler stops trials on the first objective
             mode=modes[0],
             max_failures=config.study.max_failures,
             trial_epoch_budget=s.trial_epoch_budget,
