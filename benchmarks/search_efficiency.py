@@ -18,10 +18,14 @@ The target is random search's best validation spectrum score at its (double) bud
 study, the compute to reach it is the number of trial-epochs trained, counted in the order Tune
 received them (every trial's ``result.json``), until some epoch's validation spectrum score is
 at or below the target (infinite when never). The ratio tpe_asha / random per seed, and its
-median over seeds, is the number to watch: goal at most 0.5.
+median over seeds, is the number to watch: goal at most 0.5. Its 95 % interval
+(`median_interval`: the seeds resampled with replacement, the 2.5th and 97.5th percentiles of
+the resampled medians) says how far ten seeds pin it down; ``--summarise FILE...`` prints the
+median and interval of earlier records without training anything.
 
     .venv/bin/python benchmarks/search_efficiency.py [--seeds 0 1 2 3 4] [--root /tmp/p5]
         [--set key.path=value ...] [--name NAME] [--random-from results/A.json ...]
+    .venv/bin/python benchmarks/search_efficiency.py --summarise results/A.json ...
 
 Results go to benchmarks/results/search_efficiency.json, or search_efficiency_<preset>.json
 for another synthetic preset (``--set data.preset=temporal``), or NAME.json. ``--set`` applies
@@ -37,6 +41,7 @@ import argparse
 import hashlib
 import json
 import math
+import random
 import statistics
 import time
 from pathlib import Path
@@ -61,6 +66,25 @@ def epochs_to_reach(scores: list[float], target: float) -> float:
         if score <= target:
             return i
     return math.inf
+
+
+def median_interval(ratios: list[float], draws: int = 10_000, seed: int = 0) -> list[float]:
+    """A 95 % percentile-bootstrap interval of the median of ``ratios`` (inf where a seed never
+    reached the target: such a median is inf), over resamples of the seeds."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
+    return [medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]]
+
+
+def summarise(paths: list[Path]) -> None:
+    """One line per record: its median ratio, interval and seeds reached."""
+    for path in paths:
+        record = json.loads(path.read_text())
+        ratios = [row["ratio"] for row in record["per_seed"]]
+        low, high = median_interval(ratios)
+        reached = sum(map(math.isfinite, ratios))
+        print(f"{path.name}: median ratio {statistics.median(ratios):.3f}, 95 % interval "
+              f"[{low:.3f}, {high:.3f}], reached {reached}/{len(ratios)}")  # fmt: skip
 
 
 def study_config(seed: int, variant: str, extra: list[str]):
@@ -142,7 +166,14 @@ def main() -> None:
         "--random-from", type=Path, nargs="+", default=[],
         help="take random search's side of each seed from these earlier results",
     )  # fmt: skip
+    parser.add_argument(
+        "--summarise", type=Path, nargs="+", default=[],
+        help="print the median ratio and its interval of these records, and train nothing",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.summarise:
+        summarise(args.summarise)
+        return
     from robustmsa.config import load
 
     preset = load(STUDY, args.overrides).data.preset  # a bad override fails before any study
@@ -180,6 +211,7 @@ def main() -> None:
         "random_from": sorted({r["random"]["from"] for r in per_seed if "from" in r["random"]}),
         "per_seed": per_seed,
         "median_ratio": statistics.median(ratios),
+        "median_ratio_interval95": median_interval(ratios),
         "reached": sum(math.isfinite(r) for r in ratios),
         "goal_ratio_at_most": 0.5,
         "wall_s": round(time.time() - started, 1),
