@@ -6,14 +6,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from paths import REPO
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from robustmsa.config import load
 from robustmsa.errors import ConfigError
 from robustmsa.search.schedulers import MEDIAN_MIN_OTHERS, MedianStopping, trial_scheduler
+from search_smoke import STUDY_YAML
 
-STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
 METRIC = "best/val/spectrum_score"
 
 
@@ -71,8 +70,9 @@ def test_median_rule_stops_a_trial_behind_the_others_and_keeps_one_ahead():
         report(rule, controller, StubTrial(f"done{i}"), [1.3, 1.1, 0.95, final])
     # The others' running means from epoch 2 on: about 1.1 at epoch 2, 1.0 at epoch 3.
     assert report(rule, controller, StubTrial("behind"), [1.32, 1.31]) == TrialScheduler.STOP
-    ahead = StubTrial("ahead")
-    assert report(rule, controller, ahead, [1.2, 1.0, 0.9, 0.81]) == TrialScheduler.CONTINUE
+    assert report(rule, controller, StubTrial("ahead"), [1.2, 1.0, 0.9, 0.81]) == (
+        TrialScheduler.CONTINUE
+    )
     # Before the grace period nothing is compared.
     assert report(rule, controller, StubTrial("young"), [9.9]) == TrialScheduler.CONTINUE
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import optuna
-from paths import REPO
 from robustmsa.config import ParamSpace, from_dict, load
 from robustmsa.search.kinds.search import optuna_sampler
 from robustmsa.search.space import define_by_run
+from search_smoke import STUDY_YAML
 
-STUDY_YAML = REPO / "studies" / "configs" / "qa_moe_search.yaml"
 SPACE = [
     ParamSpace(name="model.params.num_experts", type="int", low=2, high=8),
     ParamSpace(name="model.params.top_k", type="int", low=1, high="model.params.num_experts"),
@@ -17,8 +16,12 @@ SPACE = [
 ]
 
 
-def sample(seed: int, n: int, sampler=None, objective=lambda point: 0.0) -> list[dict]:
-    sampler = sampler or optuna.samplers.TPESampler(seed=seed)
+def tpe(seed: int):
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def sample(sampler, n: int, objective=lambda point: 0.0) -> list[dict]:
+    """``n`` points of `SPACE` from ``sampler``, each told ``objective(point)``."""
     study = optuna.create_study(sampler=sampler)
     space = define_by_run(SPACE)
     points = []
@@ -38,7 +41,7 @@ def bowl(point: dict) -> float:
 
 
 def test_dependent_bound_and_ranges_hold():
-    for point in sample(seed=0, n=40):
+    for point in sample(tpe(0), 40):
         assert 2 <= point["model.params.num_experts"] <= 8
         assert 1 <= point["model.params.top_k"] <= point["model.params.num_experts"]
         assert 1e-4 <= point["training.lr"] <= 1e-2
@@ -48,8 +51,8 @@ def test_dependent_bound_and_ranges_hold():
 
 
 def test_seeded_sampler_is_reproducible():
-    assert sample(seed=3, n=12) == sample(seed=3, n=12)
-    assert sample(seed=3, n=12) != sample(seed=4, n=12)
+    assert sample(tpe(3), 12) == sample(tpe(3), 12)
+    assert sample(tpe(3), 12) != sample(tpe(4), 12)
 
 
 def study_sampler(*overrides: str):
@@ -60,17 +63,17 @@ def test_multivariate_tpe_keeps_the_dependent_bound_and_its_seed():
     """``search.multivariate`` reaches the sampler: the same random start, then other points
     than the independent TPE's, and top_k (its range moves with num_experts) stays valid."""
     on = ["search.multivariate=true", "search.seed=5"]
-    joint = sample(0, 24, study_sampler(*on), bowl)
+    joint = sample(study_sampler(*on), 24, bowl)
     start = load(STUDY_YAML).kind_section.resolved_startup_trials()
-    apart = sample(0, 24, study_sampler("search.seed=5"), bowl)
+    apart = sample(study_sampler("search.seed=5"), 24, bowl)
     assert joint[:start] == apart[:start]
     assert joint[start:] != apart[start:]
-    assert joint == sample(0, 24, study_sampler(*on), bowl)
+    assert joint == sample(study_sampler(*on), 24, bowl)
     for point in joint:
         assert 1 <= point["model.params.top_k"] <= point["model.params.num_experts"] <= 8
 
 
 def test_random_sampler_is_seeded():
-    points = sample(0, 6, study_sampler("search.sampler=random", "search.seed=2"))
-    assert points == sample(0, 6, study_sampler("search.sampler=random", "search.seed=2"))
-    assert points != sample(0, 6, study_sampler("search.sampler=random", "search.seed=3"))
+    points = sample(study_sampler("search.sampler=random", "search.seed=2"), 6)
+    assert points == sample(study_sampler("search.sampler=random", "search.seed=2"), 6)
+    assert points != sample(study_sampler("search.sampler=random", "search.seed=3"), 6)
